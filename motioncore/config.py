@@ -1,0 +1,196 @@
+"""One frozen dataclass describing a run, from CLI flag to sweep cell to MLflow param."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+CHOICES = {
+    "frames": (3, 5),
+    "norm": ("batch", "group", "none"),
+    "network": ("shared", "joint"),
+    "supervision": ("supervised", "unsupervised"),
+    "loss": ("l1", "l2"),
+    "attention": ("none", "motion", "segmentation"),
+    "schedule": ("constant", "cosine"),
+}
+
+
+class UsageError(ValueError):
+    """A value the user chose is not allowed; the message is one line naming it and what is."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- data ---
+    motion_range: int = 1  # r: displacements dx, dy in -r..r, K = (2r+1)^2 classes
+    frames: int = 3  # 3: frames 0,1 -> 2 (extrapolate); 5: frames 0,1,3,4 -> 2 (interpolate)
+    noise: float = 0.0  # static background ~ U(0, noise), identical in every frame
+    digits: int = 1  # moving digits per sequence, each with its own velocity
+    image_size: int = 28  # square canvas side in pixels
+    # --- model ---
+    width: int = 16  # channels of the UNet's first level (doubled per level)
+    depth: int = 2  # number of downsamplings (28 -> 14 -> 7 at depth 2)
+    norm: str = "batch"  # normalisation in conv blocks: batch | group | none
+    network: str = "shared"  # T=5: one network per side (shared) or one for all four frames (joint)
+    attention: str = "none"  # T=5 fusion of the two reconstructions: none (A=0.5) | motion | segmentation
+    disappear: bool = False  # extra class whose probability mass is not splatted (occluded pixels)
+    # --- objective ---
+    supervision: str = "supervised"  # supervised (cross-entropy) | unsupervised (reconstruction)
+    loss: str = "l1"  # reconstruction penalty for unsupervised runs: l1 | l2
+    direction_weight: float = 0.5  # T=5 unsupervised: weight of each direction's own reconstruction term
+    reverse_weight: float = 0.0  # unsupervised: weight of rebuilding the outer input frame from the source by the reversed motion
+    entropy_weight: float = 0.0  # unsupervised: penalty on per-pixel motion entropy (pushes towards one-hot)
+    # --- optimisation ---
+    lr: float = 2e-3  # Adam(W) peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    batch_size: int = 64  # sequences per step, generated on the training device
+    steps: int = 1500  # optimisation steps
+    schedule: str = "cosine"  # learning-rate schedule: constant | cosine (decay to 5% of lr)
+    ema: float = 0.99  # weight EMA decay used for evaluation; 0 evaluates the raw weights
+    eval_every: int = 250  # steps between validation evaluations (and reports)
+    val_size: int = 1000  # fixed validation sequences (MNIST val digits)
+    test_size: int = 2000  # fixed test sequences (MNIST test digits)
+    eval_seed: int = 1234  # seed of the validation and test sets: shared by all runs so they compare
+    # --- run ---
+    seed: int = 0  # training data order and initialisation
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want = _TYPES[f.name]
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise UsageError(f"{f.name}={value!r}: expected {want.__name__}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(
+                    f"{name}={getattr(self, name)!r}: allowed values are "
+                    + ", ".join(map(str, allowed))
+                )
+        _at_least(self, motion_range=1, digits=1, image_size=8, width=1, depth=0, batch_size=1,
+                  steps=0, eval_every=1, val_size=1, test_size=1, seed=0, eval_seed=0)
+        _positive_or_zero(self, "lr", "weight_decay", "direction_weight", "reverse_weight",
+                          "entropy_weight")
+        if not 0.0 <= self.noise <= 1.0:
+            raise UsageError(f"noise={self.noise}: allowed range is [0, 1]")
+        if not 0.0 <= self.ema < 1.0:
+            raise UsageError(f"ema={self.ema}: allowed range is [0, 1)")
+        if self.lr == 0:
+            raise UsageError("lr=0: the learning rate must be > 0")
+        if self.frames == 3 and self.attention != "none":
+            raise UsageError(
+                f"attention={self.attention!r} needs frames=5 (with frames=3 there is one direction "
+                "and nothing to fuse); use attention=none"
+            )
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise UsageError(f"device={self.device!r}: allowed values are auto, cpu, cuda, cuda:N")
+
+    # --- derived values ---
+    @property
+    def num_classes(self) -> int:
+        """K = (2r+1)^2 motion classes."""
+        return (2 * self.motion_range + 1) ** 2
+
+    @property
+    def directions(self) -> int:
+        """D: 1 motion field for T=3 (forward), 2 for T=5 (forward, backward)."""
+        return 1 if self.frames == 3 else 2
+
+    @property
+    def num_outputs(self) -> int:
+        """Logit channels per direction: the K motion classes plus the optional disappear class."""
+        return self.num_classes + int(self.disappear)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return from_dict({**self.to_dict(), **changes})
+
+    def hash(self) -> str:
+        """Short stable id of everything but the seed and device: runs with equal hashes are replicates."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("seed", "device")}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
+FIELDS = tuple(_TYPES)
+
+
+def _at_least(cfg: RunConfig, **minimum: int) -> None:
+    for name, low in minimum.items():
+        if getattr(cfg, name) < low:
+            raise UsageError(f"{name}={getattr(cfg, name)}: must be an integer >= {low}")
+
+
+def _positive_or_zero(cfg: RunConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"{name}={getattr(cfg, name)}: must be >= 0")
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Turn the string form of a field (a CLI flag or ``--set key=value``) into its type."""
+    if name not in _TYPES:
+        raise UsageError(f"unknown config key {name!r}; valid keys: {', '.join(FIELDS)}")
+    want = _TYPES[name]
+    if want is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{name}={text!r}: expected true or false")
+    try:
+        return want(text)
+    except ValueError:
+        raise UsageError(f"{name}={text!r}: expected {want.__name__}") from None
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Build a config, rejecting unknown keys, wrong types, bad values and bad combinations."""
+    unknown = sorted(set(d) - set(FIELDS))
+    if unknown:
+        raise UsageError(
+            f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}"
+        )
+    values = {k: parse_value(k, v) if isinstance(v, str) and _TYPES[k] is not str else v
+              for k, v in d.items()}
+    return RunConfig(**values)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field (``--motion-range`` for ``motion_range``), default: the field's default."""
+    group = parser.add_argument_group("run config")
+    for name, want in _TYPES.items():
+        flag = "--" + name.replace("_", "-")
+        kind = "true|false" if want is bool else want.__name__
+        choices = CHOICES.get(name)
+        extra = f" ({'|'.join(map(str, choices))})" if choices else ""
+        group.add_argument(flag, dest=name, default=None, metavar=kind.upper(),
+                           help=f"{kind}{extra}, default {getattr(RunConfig, name)}")
+
+
+def config_from_flags(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The config given by ``add_config_flags`` flags over ``base`` (default: the defaults)."""
+    given = {n: parse_value(n, getattr(args, n)) for n in FIELDS if getattr(args, n, None) is not None}
+    return from_dict({**(base or RunConfig()).to_dict(), **given})
+
+
+def resolve_device(name: str):
+    """The torch device a config's ``device`` names; ``auto`` picks CUDA when present."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={name!r}: no CUDA device is available here; use cpu or auto")
+    return dev
