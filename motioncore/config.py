@@ -43,7 +43,7 @@ class RunConfig:
     supervision: str = "supervised"  # supervised (cross-entropy) | unsupervised (reconstruction)
     loss: str = "l1"  # reconstruction penalty for unsupervised runs: l1 | l2
     direction_weight: float = 0.5  # T=5 unsupervised: weight of each direction's own reconstruction term
-    reverse_weight: float = 0.0  # unsupervised: weight of rebuilding the outer input frame from the source by the reversed motion
+    reverse_weight: float = 0.0  # unsupervised: weight of rebuilding frame 0 (and 4) by the reversed motion
     entropy_weight: float = 0.0  # unsupervised: penalty on per-pixel motion entropy (pushes towards one-hot)
     # --- optimisation ---
     lr: float = 2e-3  # Adam(W) peak learning rate

@@ -1,0 +1,114 @@
+"""Reconstruction by splatting, and the training objectives as pure functions -> (loss, metrics)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from motioncore.config import RunConfig
+from motioncore.data import TARGET, sources
+
+
+@lru_cache(maxsize=32)
+def _pull_index(r: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """``(K, H*W)`` flat index into an r-padded grid: where target pixel (y, x) reads class k."""
+    k = torch.arange((2 * r + 1) ** 2, device=device)
+    dx, dy = k % (2 * r + 1) - r, k // (2 * r + 1) - r  # (K,)
+    y = torch.arange(h, device=device)[None, :, None] - dy[:, None, None] + r  # (K, H, 1)
+    x = torch.arange(w, device=device)[None, None, :] - dx[:, None, None] + r  # (K, 1, W)
+    return (y * (w + 2 * r) + x).view(len(k), h * w)
+
+
+def splat(src: torch.Tensor, probs: torch.Tensor, r: int) -> torch.Tensor:
+    """Move every source pixel by every displacement, weighted by its class probability.
+
+    ``src (N, H, W)``, ``probs (N, K, H, W)`` on the source grid -> ``(N, H, W)`` on the target
+    grid: ``out[y, x] = sum_k probs[k, y - dy_k, x - dx_k] * src[y - dy_k, x - dx_k]``. Content
+    moved outside the canvas is lost; nothing enters from outside. Mass beyond the K motion
+    classes (the disappear class) is not passed in and so not splatted.
+    """
+    n, k, h, w = probs.shape
+    moved = F.pad(probs * src[:, None], (r, r, r, r))  # (N, K, H+2r, W+2r), zero outside
+    index = _pull_index(r, h, w, probs.device).expand(n, k, h * w)  # (N, K, H*W)
+    return torch.gather(moved.flatten(2), 2, index).sum(1).view(n, h, w)  # (N, H, W)
+
+
+def motion_probs(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Softmax over all K' channels, keeping the K motion classes: ``(N, D, K, H, W)``."""
+    return logits.softmax(dim=2)[:, :, :num_classes]
+
+
+def reconstruct(frames: torch.Tensor, probs: torch.Tensor, attention: torch.Tensor | None,
+                r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target frame predicted from each source ``(N, D, H, W)`` and fused ``(N, H, W)``."""
+    n, d, k, h, w = probs.shape
+    src = frames[:, list(sources(frames.shape[1]))]  # (N, D, H, W)
+    per_dir = splat(src.flatten(0, 1), probs.flatten(0, 1), r).view(n, d, h, w)
+    if d == 1:
+        return per_dir, per_dir[:, 0]
+    return per_dir, attention * per_dir[:, 0] + (1 - attention) * per_dir[:, 1]
+
+
+def reverse_reconstruction(frames: torch.Tensor, probs: torch.Tensor, r: int) -> torch.Tensor:
+    """Outer input frames (0, and 4 for T=5) rebuilt from each source by the reversed motion.
+
+    A source pixel moving by +d towards the target came from -d in the outer frame on the other
+    side; negating (dx, dy) maps class k to K-1-k, so flipping the class axis reverses the field.
+    """
+    n, d, k, h, w = probs.shape
+    src = frames[:, list(sources(frames.shape[1]))]  # (N, D, H, W)
+    return splat(src.flatten(0, 1), probs.flip(2).flatten(0, 1), r).view(n, d, h, w)
+
+
+def penalty(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean L1 or L2 reconstruction error."""
+    diff = pred - target
+    return diff.abs().mean() if kind == "l1" else diff.square().mean()
+
+
+def supervised_loss(*, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy of ``logits (N, D, K', H, W)`` against ``labels (N, D, H, W)``, all directions."""
+    loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(0, 1))
+    return loss, {"loss_ce": loss.detach()}
+
+
+def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
+                      attention: torch.Tensor | None, config: RunConfig
+                      ) -> tuple[torch.Tensor, dict]:
+    """Reconstruction of the target frame from moved source pixels (no labels).
+
+    Terms: the fused prediction; each direction's own prediction (T=5, ``direction_weight``, so
+    the attention cannot starve one side of gradient); the outer frames by the reversed motion
+    (``reverse_weight``); and the per-pixel entropy of the motion (``entropy_weight``).
+    """
+    r, kind = config.motion_range, config.loss
+    probs = motion_probs(logits, config.num_classes)  # (N, D, K, H, W)
+    target = frames[:, TARGET]
+    per_dir, fused = reconstruct(frames, probs, attention, r)
+    recon = penalty(fused, target, kind)
+    loss, out = recon, {"loss_recon": recon.detach()}
+    if per_dir.shape[1] == 2 and config.direction_weight > 0:
+        term = penalty(per_dir, target[:, None].expand_as(per_dir), kind)
+        loss = loss + config.direction_weight * term
+        out["loss_direction"] = term.detach()
+    if config.reverse_weight > 0:
+        outer = frames[:, [0] if frames.shape[1] == 3 else [0, 4]]  # (N, D, H, W)
+        term = penalty(reverse_reconstruction(frames, probs, r), outer, kind)
+        loss = loss + config.reverse_weight * term
+        out["loss_reverse"] = term.detach()
+    if config.entropy_weight > 0:
+        p = logits.softmax(dim=2)
+        term = -(p * torch.log(p.clamp_min(1e-8))).sum(2).mean()
+        loss = loss + config.entropy_weight * term
+        out["loss_entropy"] = term.detach()
+    return loss, out
+
+
+def objective(*, frames: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
+              attention: torch.Tensor | None, config: RunConfig) -> tuple[torch.Tensor, dict]:
+    """The training loss the config asks for."""
+    if config.supervision == "supervised":
+        return supervised_loss(logits=logits, labels=labels)
+    return unsupervised_loss(frames=frames, logits=logits, attention=attention, config=config)

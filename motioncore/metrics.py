@@ -1,0 +1,85 @@
+"""The metrics of CONVENTIONS.md, in one place.
+
+``batch_sums`` turns one batch into numerators and denominators (per direction where the
+metric averages over directions); ``finalize`` turns the summed parts into the named metrics,
+so a metric over many batches equals the metric over their concatenation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from motioncore.data import TARGET, class_index, displacements, sources
+from motioncore.losses import splat
+
+NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy", "attn_acc")
+
+
+def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Argmax over the K motion classes (never the disappear class): ``(N, D, H, W)``."""
+    return logits[:, :, :num_classes].argmax(dim=2)
+
+
+def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:
+    """How much source content lands on each target pixel under the true motion ``(N, D, H, W)``."""
+    n, d, h, w = labels.shape
+    onehot = F.one_hot(labels.flatten(0, 1), (2 * r + 1) ** 2).permute(0, 3, 1, 2).float()
+    ones = labels.new_ones(n * d, h, w, dtype=torch.float32)
+    return splat(ones, onehot, r).view(n, d, h, w)
+
+
+def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r: int,
+               frames: torch.Tensor, recon: torch.Tensor,
+               attention: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Numerators and denominators of every metric for one batch.
+
+    ``pred, labels, fg (N, D, H, W)``: predicted and true classes on the source grids, digit
+    pixels; ``frames (N, T, H, W)``; ``recon (N, H, W)`` the fused reconstruction of the target;
+    ``attention (N, H, W)`` for T=5.
+    """
+    table = displacements(r, labels.device).float()  # (K, 2)
+    correct = pred == labels
+    zero = labels == class_index(0, 0, r)
+    epe = (table[pred] - table[labels]).norm(dim=-1)  # (N, D, H, W)
+    fgf = fg.float()
+    target = frames[:, TARGET]
+    copy = frames[:, sources(frames.shape[1])[0]]  # the nearest source frame, unchanged (frame 1)
+    s = {
+        "acc": correct.float().sum((0, 2, 3)), "_all": torch.full_like(fgf.sum((0, 2, 3)),
+                                                                      fg[:, 0].numel()),
+        "acc_fg": (correct.float() * fgf).sum((0, 2, 3)), "_fg": fgf.sum((0, 2, 3)),
+        "acc_zero": zero.float().sum((0, 2, 3)),
+        "epe": epe.sum((0, 2, 3)), "epe_fg": (epe * fgf).sum((0, 2, 3)),
+        "recon_l1": (recon - target).abs().sum(), "recon_l1_copy": (copy - target).abs().sum(),
+        "_pix": torch.tensor(float(target.numel()), device=target.device),
+    }
+    if attention is not None and labels.shape[1] == 2:
+        cov = true_coverage(labels, r)  # (N, 2, H, W)
+        fwd_only, bwd_only = (cov[:, 0] > 0) & (cov[:, 1] == 0), (cov[:, 0] == 0) & (cov[:, 1] > 0)
+        # A tie (A = 0.5, e.g. attention "none") favours neither source: half credit, chance level.
+        score = torch.where(attention > 0.5, 1.0, torch.where(attention < 0.5, 0.0, 0.5))
+        s["attn_acc"] = (score * fwd_only).sum() + ((1 - score) * bwd_only).sum()
+        s["_attn"] = (fwd_only | bwd_only).float().sum()
+    return {k: v.detach().double().cpu() for k, v in s.items()}
+
+
+def add(total: dict | None, part: dict) -> dict:
+    """Sum two ``batch_sums`` results."""
+    return dict(part) if total is None else {k: total[k] + part[k] for k in total}
+
+
+def finalize(s: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Metric values from summed parts; direction-wise fractions are averaged over directions."""
+    out = {
+        "acc": (s["acc"] / s["_all"]).mean(),
+        "acc_fg": (s["acc_fg"] / s["_fg"].clamp_min(1)).mean(),
+        "acc_zero": (s["acc_zero"] / s["_all"]).mean(),
+        "epe": (s["epe"] / s["_all"]).mean(),
+        "epe_fg": (s["epe_fg"] / s["_fg"].clamp_min(1)).mean(),
+        "recon_l1": s["recon_l1"] / s["_pix"],
+        "recon_l1_copy": s["recon_l1_copy"] / s["_pix"],
+    }
+    if "attn_acc" in s:
+        out["attn_acc"] = s["attn_acc"] / s["_attn"].clamp_min(1)
+    return {k: float(v) for k, v in out.items()}

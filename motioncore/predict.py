@@ -1,0 +1,78 @@
+"""Predict motion, reconstruction and attention for frames from any source with a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from motioncore.config import UsageError, from_dict
+from motioncore.data import displacements
+from motioncore.losses import motion_probs, reconstruct
+from motioncore.metrics import predicted_classes
+from motioncore.model import MotionNet
+from motioncore.train import load_checkpoint
+
+
+def load_model(path) -> tuple[MotionNet, object]:
+    """The EMA (else raw) weights of a checkpoint, on the CPU, in eval mode."""
+    state = load_checkpoint(path)
+    config = from_dict(state["config"])
+    model = MotionNet(config)
+    model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+    return model.eval(), config
+
+
+@torch.no_grad()
+def predict(model: MotionNet, config, frames: np.ndarray, batch_size: int = 256) -> dict:
+    """``frames (N, T, H, W)`` float32 in [0, 1] -> classes, motion (dx, dy), target, attention."""
+    if frames.ndim != 4 or frames.shape[1] != config.frames:
+        raise UsageError(f"frames of shape {frames.shape}: this checkpoint needs (N, {config.frames}, "
+                         "H, W) float32 in [0, 1]")
+    if min(frames.shape[2:]) < 8:
+        raise UsageError(f"frames of shape {frames.shape}: H and W must be >= 8")
+    out = {"classes": [], "target": [], "attention": []}
+    table = displacements(config.motion_range)
+    for chunk in torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).split(batch_size):
+        o = model(chunk)
+        probs = motion_probs(o.logits, config.num_classes)
+        _, fused = reconstruct(chunk, probs, o.attention, config.motion_range)
+        out["classes"].append(predicted_classes(o.logits, config.num_classes))
+        out["target"].append(fused)
+        if o.attention is not None:
+            out["attention"].append(o.attention)
+    classes = torch.cat(out["classes"])  # (N, D, H, W)
+    result = {"classes": classes.numpy(), "motion": table[classes].numpy(),
+              "target": torch.cat(out["target"]).numpy().astype(np.float32)}
+    if out["attention"]:
+        result["attention"] = torch.cat(out["attention"]).numpy().astype(np.float32)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m motioncore.predict",
+                                description="Predict per-pixel motion with a trained checkpoint.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by motioncore.train")
+    p.add_argument("--frames", required=True, help=".npy of (N, T, H, W) float32 in [0, 1]")
+    p.add_argument("--out", required=True, help=".npz to write classes, motion, target, attention")
+    args = p.parse_args(argv)
+    try:
+        model, config = load_model(args.checkpoint)
+    except (OSError, RuntimeError, KeyError) as e:
+        print(f"error: cannot load checkpoint {args.checkpoint}: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    try:
+        frames = np.load(args.frames)
+        result = predict(model, config, frames)
+    except (OSError, ValueError) as e:
+        print(f"error: {args.frames}: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    np.savez_compressed(args.out, **result)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v.shape}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Training and evaluation: ``fit(config, report=...)`` knows nothing of its caller.
+
+A CLI, a test and a Ray trial all call ``fit``; it reports validation metrics through the
+callback once per evaluation period and returns the final test metrics. Checkpoints hold
+model, EMA weights, optimiser, step and RNG state, and resume exactly: the training data of
+step s is the sequence range [s*B, (s+1)*B) of the seeded stream, so nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from motioncore import mnist
+from motioncore.config import (
+    RunConfig,
+    UsageError,
+    add_config_flags,
+    config_from_flags,
+    from_dict,
+    resolve_device,
+)
+from motioncore.data import MovingDigits
+from motioncore.losses import motion_probs, objective, reconstruct
+from motioncore.metrics import add, batch_sums, finalize, predicted_classes
+from motioncore.model import MotionNet
+
+Report = Callable[[dict[str, float]], None]
+EVAL_BATCH = 250
+
+
+def build_model(config: RunConfig, device: torch.device) -> MotionNet:
+    torch.manual_seed(config.seed)
+    return MotionNet(config).to(device)
+
+
+def dataset(config: RunConfig, split: str, device: torch.device, data_dir=None) -> MovingDigits:
+    """The sequence stream of a split: training uses the run seed, val/test the shared eval seed."""
+    return MovingDigits(split, motion_range=config.motion_range, frames=config.frames,
+                        noise=config.noise, digits=config.digits, image_size=config.image_size,
+                        seed=config.seed if split == "train" else config.eval_seed,
+                        device=device, data_dir=data_dir)
+
+
+def lr_at(config: RunConfig, step: int) -> float:
+    """Linear warm-up over the first 50 steps, then constant or cosine decay to 5% of ``lr``."""
+    warm = min(1.0, (step + 1) / 50)
+    if config.schedule == "constant" or config.steps <= 1:
+        return config.lr * warm
+    t = min(step / (config.steps - 1), 1.0)
+    return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def evaluate(model: MotionNet, config: RunConfig, data: MovingDigits, n: int) -> dict[str, float]:
+    """Every CONVENTIONS.md metric over the first ``n`` sequences of ``data``."""
+    was_training = model.training
+    model.eval()
+    total = None
+    for batch in data.batches(EVAL_BATCH, n):
+        out = model(batch.frames)
+        probs = motion_probs(out.logits, config.num_classes)
+        _, fused = reconstruct(batch.frames, probs, out.attention, config.motion_range)
+        total = add(total, batch_sums(
+            pred=predicted_classes(out.logits, config.num_classes), labels=batch.labels,
+            fg=batch.fg, r=config.motion_range, frames=batch.frames, recon=fused,
+            attention=out.attention))
+    model.train(was_training)
+    return finalize(total)
+
+
+class Trainer:
+    """The state of one run: model, EMA copy, optimiser and step."""
+
+    def __init__(self, config: RunConfig, device: torch.device, data_dir=None):
+        self.config, self.device = config, device
+        self.model = build_model(config, device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                     weight_decay=config.weight_decay)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.train_data = dataset(config, "train", device, data_dir)
+        self.val_data = dataset(config, "val", device, data_dir)
+        self.data_dir = data_dir
+
+    @property
+    def eval_model(self) -> MotionNet:
+        return self.ema if self.ema is not None else self.model
+
+    def train_step(self) -> dict[str, float]:
+        c = self.config
+        batch = self.train_data[self.step * c.batch_size:(self.step + 1) * c.batch_size]
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(c, self.step)
+        out = self.model(batch.frames)
+        loss, parts = objective(frames=batch.frames, labels=batch.labels, logits=out.logits,
+                                attention=out.attention, config=c)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                    e.lerp_(p, 1 - c.ema)
+                for e, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+                    e.copy_(b)
+        self.step += 1
+        return {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(), "step": self.step, "history": self.history,
+            "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": torch.get_rng_state(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint atomically (a killed run never leaves a half-written file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        state = load_checkpoint(path)
+        if state["config"] != self.config.to_dict():
+            raise UsageError(f"checkpoint {path} was written by a different config")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step, self.history = state["step"], list(state["history"])
+        torch.set_rng_state(state["rng"])
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint's contents, loaded with ``weights_only=True`` (no code runs on load)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
+        checkpoint: str | os.PathLike | None = None, resume: bool = False,
+        progress: bool = False) -> tuple[Trainer, dict[str, float]]:
+    """Train ``config``; call ``report(metrics)`` every ``eval_every`` steps; return test metrics.
+
+    ``checkpoint``: a file written before each report (and at the end); with ``resume`` an
+    existing one is loaded first, so an interrupted run continues where it stopped.
+    """
+    device = resolve_device(config.device)
+    trainer = Trainer(config, device, data_dir)
+    if resume and checkpoint and Path(checkpoint).exists():
+        trainer.load(checkpoint)
+    bar = Progress(config.steps, enabled=progress)
+    started, samples, recent = time.perf_counter(), 0, {}
+    while trainer.step < config.steps:
+        recent = trainer.train_step()
+        samples += config.batch_size
+        bar.update(trainer.step, recent["loss"])
+        if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
+            metrics = evaluate(trainer.eval_model, config, trainer.val_data, config.val_size)
+            elapsed = time.perf_counter() - started
+            metrics.update(step=trainer.step, lr=lr_at(config, trainer.step - 1),
+                           train_loss=recent["loss"], samples_per_s=samples / max(elapsed, 1e-9))
+            trainer.history.append(metrics)
+            if checkpoint:
+                trainer.save(checkpoint)
+            bar.note(metrics)
+            if report:
+                report(metrics)
+    bar.close()
+    test = evaluate(trainer.eval_model, config, dataset(config, "test", device, data_dir),
+                    config.test_size)
+    return trainer, test
+
+
+class Progress:
+    """A one-line progress bar on stderr (steps, rate, loss, ETA), redrawn at most once a second."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.start = self.last = time.perf_counter()
+
+    def update(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < 1.0 and step < self.total):
+            return
+        self.last = now
+        rate = step / max(now - self.start, 1e-9)
+        eta = (self.total - step) / max(rate, 1e-9)
+        done = int(30 * step / max(self.total, 1))
+        print(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} {rate:.1f} it/s "
+              f"loss {loss:.4f} eta {eta:.0f}s ", end="", file=sys.stderr, flush=True)
+
+    def note(self, m: dict) -> None:
+        if self.enabled:
+            print(f"\rstep {m['step']:>6}: val acc {m['acc']:.4f} acc_fg {m['acc_fg']:.4f} "
+                  f"(zero {m['acc_zero']:.4f}) epe {m['epe']:.3f} recon_l1 {m['recon_l1']:.4f}"
+                  + (f" attn_acc {m['attn_acc']:.3f}" if "attn_acc" in m else "") + " " * 10,
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m motioncore.train",
+                                description="Train one motion network and evaluate it on test.")
+    p.add_argument("--out", required=True, help="directory for checkpoint.pt, metrics.json, panel.png")
+    p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
+    p.add_argument("--config", help="JSON file with config fields (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_config_flags(p)
+    args = p.parse_args(argv)
+    try:
+        base = from_dict(json.loads(Path(args.config).read_text())) if args.config else None
+        config = config_from_flags(args, base)
+        resolve_device(config.device)
+    except (UsageError, OSError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    started = time.perf_counter()
+    try:
+        trainer, test = fit(config, data_dir=args.data_dir, checkpoint=out / "checkpoint.pt",
+                            resume=args.resume, progress=True)
+    except mnist.MnistError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    trainer.save(out / "checkpoint.pt")
+    (out / "metrics.json").write_text(json.dumps({**test, "seconds": seconds}, indent=2))
+    from motioncore import viz
+
+    test_data = dataset(config, "test", trainer.device, args.data_dir)
+    viz.panel_png(trainer.eval_model, config, test_data[0:6], out / "panel.png")
+    print(json.dumps(test))
+    print(f"wrote {out}/checkpoint.pt, metrics.json, panel.png ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
