@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -68,6 +69,8 @@ class RunConfig:
                 object.__setattr__(self, f.name, float(value))
             elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
                 raise UsageError(f"{f.name}={value!r}: expected {want.__name__}")
+            if want is float and not math.isfinite(getattr(self, f.name)):
+                raise UsageError(f"{f.name}={value!r}: must be a finite number")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(

@@ -83,7 +83,11 @@ def _mirrors() -> list[str]:
 
 def _download(stem: str, directory: Path) -> Path:
     """Fetch ``stem.gz`` into ``directory``; only a verified file ever gets its final name."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MnistError(f"{directory}: {stem}.gz is missing and the directory cannot be created "
+                         f"({e.strerror}); " + _fix(directory)) from None
     final = directory / f"{stem}.gz"
     part = directory / f".{stem}.gz.part"
     errors = []

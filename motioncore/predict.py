@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         model, config = load_model(args.checkpoint)
-    except (OSError, RuntimeError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's input
         print(f"error: cannot load checkpoint {args.checkpoint}: {e}".splitlines()[0], file=sys.stderr)
         return 2
     try:

@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except mnist.MnistError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - started
     trainer.save(out / "checkpoint.pt")
     (out / "metrics.json").write_text(json.dumps({**test, "seconds": seconds}, indent=2))

@@ -43,7 +43,7 @@ def sequences_png(batch: Batch, r: int, path, rows: int = 4) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
     for i in range(rows):
         for j in range(t):
-            axes[i, j].imshow(batch.frames[i, j].cpu(), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].imshow(batch.frames[i, j].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             axes[i, j].set_title(f"frame {j}" + (" (target)" if j == 2 else ""), fontsize=7)
         for j in range(d):
             axes[i, t + j].imshow(flow_rgb(batch.labels[i, j], r))
@@ -87,7 +87,7 @@ def panel_png(model, config, batch: Batch, path) -> None:
             cells.append((out.attention[i], "coolwarm", 1))
         cells += [(fused[i], "gray", 1), ((fused[i] - target[i]).abs(), "magma", 0.5)]
         for j, (img, cmap, vmax) in enumerate(cells):
-            img = img.cpu() if torch.is_tensor(img) else img
+            img = img.cpu().numpy() if torch.is_tensor(img) else img
             axes[i, j].imshow(img, cmap=cmap, vmin=0 if cmap else None, vmax=vmax)
             if i == 0:
                 axes[i, j].set_title(titles[j], fontsize=7)

@@ -1,0 +1,111 @@
+"""The driver's Tune callback: MLflow child runs per trial, and a progress line per trial."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+from orchestrator import tracking
+from orchestrator.trainable import flatten, trial_config
+
+
+class SweepCallback(Callback):
+    """Logs every trial to MLflow under the sweep's parent run and prints progress."""
+
+    def __init__(self, uri: str, exp_id: str, parent: str, *, space: str, stage: str, total: int,
+                 commit: str):
+        self.uri, self.exp_id, self.parent = uri, exp_id, parent
+        self.space, self.stage, self.total, self.commit = space, stage, total, commit
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.started: dict[str, float] = {}
+        self.done = 0
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = tracking.client_for(self.uri)
+        return self._client
+
+    def __getstate__(self):  # Tune pickles its run config into the experiment state
+        return {**self.__dict__, "_client": None}
+
+    def _run_id(self, trial) -> str:
+        if trial.trial_id not in self.runs:
+            params = flatten(trial.config)
+            config = trial_config(params)
+            cell = params["cell"]
+            search = self.stage == "search"
+            name = f"{cell}-{trial.trial_id}" if search else f"{cell}-s{config.seed}"
+            tags = {"cell": cell, "space": self.space, "stage": self.stage,
+                    "config_hash": config.hash(), "seed": str(config.seed),
+                    "git_commit": self.commit, "design": params.get("design", ""),
+                    "published": str(params.get("published", "")), "tune_trial_id": trial.trial_id}
+            self.runs[trial.trial_id] = tracking.start_child(
+                self.client, self.exp_id, self.parent, name=name, params=config.to_dict(),
+                tags=tags, stage=self.stage)
+        return self.runs[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run_id(trial)
+        now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
+        val = {k[4:]: v for k, v in result.items() if k.startswith("val_")}
+        tracking.log_metrics(self.client, run_id, val, "val_", step, now_ms)
+        test = {k[5:]: v for k, v in result.items() if k.startswith("test_")}
+        if test:
+            tracking.log_metrics(self.client, run_id, test, "test_", step, now_ms)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        result = trial.last_result or {}
+        finished = bool(result.get("done"))
+        if trial.checkpoint is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(trial.checkpoint.to_directory(tmp))
+                for name in ("config.json", "panel.png", "checkpoint.pt"):
+                    if (path / name).exists():
+                        self.client.log_artifact(run_id, str(path / name))
+        status = "finished" if finished else "stopped early"
+        tracking.finish(self.client, run_id, "FINISHED" if finished else "KILLED",
+                        {"status": status})
+        self._line(trial, status, result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        reason = _error_reason(trial)
+        tracking.finish(self.client, run_id, "FAILED", {"status": "failed", "failure_reason": reason})
+        self._line(trial, f"FAILED: {reason}", trial.last_result or {})
+
+    def _line(self, trial, status: str, result: dict) -> None:
+        self.done += 1
+        secs = time.time() - self.started.get(trial.trial_id, time.time())
+        params = flatten(trial.config)
+        seed = params.get("config", {}).get("seed", "?")
+        metrics = "  ".join(f"{k[5:] if k.startswith('test_') else k} {result[k]:.4f}"
+                            for k in ("test_acc", "test_acc_fg", "test_acc_zero", "test_epe",
+                                      "test_attn_acc") if k in result)
+        if not metrics and "val_acc_fg" in result:
+            metrics = f"val acc_fg {result['val_acc_fg']:.4f}"
+        print(f"[{self.done}/{self.total}] {self.stage} {params.get('cell')} seed {seed}: "
+              f"{status}  {metrics}  ({secs:.0f} s)", flush=True)
+
+
+def _error_reason(trial) -> str:
+    text = ""
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and Path(path).exists():
+            text = Path(path).read_text()
+    except OSError:
+        pass
+    text = text or str(getattr(trial, "error_msg", "") or "unknown error")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    # The last line of a Python traceback names the exception: the most useful one-line reason.
+    return (lines[-1] if lines else "unknown error")[:500]

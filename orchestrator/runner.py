@@ -1,0 +1,170 @@
+"""The sweep's stages on Ray Tune: an optional Optuna search per cell, then the seed replicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from motioncore.config import FIELDS, UsageError
+from orchestrator import plan, tracking
+from orchestrator.callbacks import SweepCallback
+from orchestrator.trainable import flatten, run_trial
+from search_spaces import Space, load
+
+STATE = "sweep.json"
+
+
+def save_state(state: dict[str, Any]) -> None:
+    path = Path(state["sweep_dir"]) / STATE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def load_state(sweep_dir: Path) -> dict[str, Any]:
+    path = sweep_dir / STATE
+    if not path.exists():
+        raise UsageError(f"--resume {sweep_dir}: no {STATE} there; pass a directory a sweep created")
+    return json.loads(path.read_text())
+
+
+def connect_ray(state: dict[str, Any]) -> None:
+    """Start a local Ray (default) or join ``--address``; refuse GPUs the cluster lacks."""
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if state.get("address"):
+            try:
+                ray.init(address=state["address"], **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UsageError(f"--address {state['address']!r}: cannot join a Ray cluster "
+                                 f"({str(e).splitlines()[0][:200]})") from None
+        else:
+            ray.init(**kwargs)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if state["gpus_per_trial"] > 0 and gpus == 0:
+        raise UsageError(f"--gpus-per-trial {state['gpus_per_trial']}: this Ray cluster has no GPUs; "
+                         "use --gpus-per-trial 0")
+
+
+def _trial_params(state: dict[str, Any], spec: plan.TrialSpec) -> dict[str, Any]:
+    return {"cell": spec.cell.id, "design": spec.cell.design, "published": spec.cell.published,
+            "config": spec.config.to_dict(), "data_dir": state["data_dir"],
+            "threads": max(1, int(state["cpus_per_trial"]))}
+
+
+def _search_space(search: dict[str, tuple]) -> dict[str, Any]:
+    """The space's plain-data search spec as Tune distributions (sampled by Optuna)."""
+    kinds = {"loguniform": tune.loguniform, "uniform": tune.uniform,
+             "int": lambda lo, hi: tune.randint(lo, hi + 1), "choice": tune.choice}
+    return {k: kinds[spec[0]](*spec[1:]) for k, spec in search.items()}
+
+
+def _trainable(state: dict[str, Any]):
+    resources = {"cpu": state["cpus_per_trial"], "gpu": state["gpus_per_trial"]}
+    return tune.with_resources(run_trial, resources)
+
+
+def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name, storage_path=state["storage_path"], callbacks=[callback], verbose=0,
+        failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
+def _fit(state, name: str, make_tuner, callback: SweepCallback, resuming: bool):
+    """Run one stage; restore it from storage when a previous driver started it."""
+    path = f"{state['storage_path'].rstrip('/')}/{name}"
+    if resuming and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=_trainable(state), resume_unfinished=True,
+                                   resume_errored=False)
+    else:
+        tuner = make_tuner()
+    return tuner.fit()
+
+
+def _search(state, space: Space, client, exp_id: str, cell_spec: plan.TrialSpec, commit: str,
+            resuming: bool) -> dict[str, Any]:
+    """Optuna + ASHA inside one cell; returns the best sampled values."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    samples, cell = state["samples"], cell_spec.cell
+    name = f"search-{cell.id}"
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state['sweep_dir']).resolve()}/optuna.db")
+    metric = f"val_{space.metric}"
+    searcher = OptunaSearch(metric=metric, mode="max", study_name=name, storage=storage,
+                            seed=cell_spec.config.seed)
+    steps = max(1, cell_spec.config.steps // cell_spec.config.eval_every)
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
+                              max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
+    callback = SweepCallback(state["tracking_uri"], exp_id, state["parent_run_id"],
+                             space=space.name, stage="search", total=samples, commit=commit)
+    params = {**_trial_params(state, cell_spec), **_search_space(space.search)}
+
+    def make():
+        return tune.Tuner(_trainable(state), param_space=params, run_config=_run_config(
+            state, name, callback), tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=samples,
+            max_concurrent_trials=state["max_concurrent"], trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name))
+
+    results = _fit(state, name, make, callback, resuming)
+    best = results.get_best_result(metric=metric, mode="max", scope="last")
+    if best is None or best.config is None:
+        raise RuntimeError(f"search in cell {cell.id} produced no result")
+    return {k: best.config[k] for k in space.search if k in FIELDS}
+
+
+def _trial_name(trial) -> str:
+    cfg = flatten(trial.config)
+    seed = cfg.get("config", {}).get("seed", 0)
+    return f"{cfg.get('cell', 'trial')}-s{seed}-{trial.trial_id}"
+
+
+def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> int:
+    """All stages, then the tables; the parent run ends FINISHED with the tables attached."""
+    space = load(state["space"])
+    specs = plan.trials(space, seeds=state["seeds"], dry_run=state["dry_run"], sets=state["sets"])
+    commit = tracking.git_commit()
+    if space.search:
+        best = state.setdefault("best", {})
+        for cell in space.cells:
+            if cell.id not in best:
+                first = next(s for s in specs if s.cell.id == cell.id)
+                best[cell.id] = _search(state, space, client, exp_id, first, commit, resuming)
+                save_state(state)
+                print(f"best in {cell.id}: {best[cell.id]}", flush=True)
+        specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
+    callback = SweepCallback(state["tracking_uri"], exp_id, state["parent_run_id"],
+                             space=space.name, stage="replicate", total=len(specs), commit=commit)
+    grid = [_trial_params(state, s) for s in specs]
+
+    def make():
+        return tune.Tuner(_trainable(state), param_space={"trial": tune.grid_search(grid)},
+                          run_config=_run_config(state, "replicate", callback),
+                          tune_config=tune.TuneConfig(
+                              max_concurrent_trials=state["max_concurrent"],
+                              trial_name_creator=_trial_name, trial_dirname_creator=_trial_name))
+
+    _fit(state, "replicate", make, callback, resuming)
+    from orchestrator import report
+
+    out = Path(state["sweep_dir"])
+    files = report.build(client, exp_id, state["parent_run_id"], out, space)
+    for f in files:
+        client.log_artifact(state["parent_run_id"], str(f))
+    tracking.finish(client, state["parent_run_id"], "FINISHED")
+    print(report.render_markdown_path(out), flush=True)
+    uri = state["tracking_uri"]
+    print(f"results: {out}\n  {', '.join(f.name for f in files)}\n"
+          f"browse them: mlflow ui --backend-store-uri {uri}"
+          + ("" if uri.startswith("http") else " --port 5000"), file=sys.stdout, flush=True)
+    return 0

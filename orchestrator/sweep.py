@@ -1,0 +1,158 @@
+"""Run a declared sweep on Ray Tune, log it to MLflow, and write the ablation table.
+
+    python -m orchestrator.sweep --space seed_table --dry-run        # every cell, tiny budget
+    python -m orchestrator.sweep --space seed_table --seeds 3        # the real thing
+    python -m orchestrator.sweep --resume sweeps/seed_table-20260101-120000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from motioncore import mnist
+from motioncore.config import UsageError
+from orchestrator import plan, tracking
+from search_spaces import Space, load, names
+
+METRIC_MODE = "max"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.split("\n")[0])
+    p.add_argument("--space", help=f"search space: {', '.join(names())}")
+    p.add_argument("--dry-run", action="store_true", help="every cell, one seed, tiny budget")
+    p.add_argument("--plan", action="store_true", help="print cells, trials and compute; run nothing")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--num-samples", type=int, help="Optuna trials per cell (spaces with a search)")
+    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial (default 0)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    p.add_argument("--tracking-uri", help="MLflow URI (default sqlite file beside the sweeps)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the space name)")
+    p.add_argument("--storage-path", help="Ray Tune storage (default SWEEP_DIR/ray; s3:// on clusters)")
+    p.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster)")
+    p.add_argument("--out", default="sweeps", help="parent of the sweep directory (default ./sweeps)")
+    p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field in every cell (repeatable)")
+    return p.parse_args(argv)
+
+
+def check_args(a: argparse.Namespace) -> Space:
+    """Everything that can be checked before Ray starts; one clear line on the first problem."""
+    if not a.space:
+        raise UsageError(f"--space is required; allowed: {', '.join(names())}")
+    try:
+        space = load(a.space)
+    except KeyError:
+        raise UsageError(f"--space {a.space!r}: unknown; allowed: {', '.join(names())}") from None
+    for flag, value, low in (("--seeds", a.seeds, 1), ("--max-concurrent", a.max_concurrent, 1),
+                             ("--max-failures", a.max_failures, 0)):
+        if value < low:
+            raise UsageError(f"{flag} {value}: must be >= {low}")
+    if a.num_samples is not None and a.num_samples < 1:
+        raise UsageError(f"--num-samples {a.num_samples}: must be >= 1")
+    if a.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial {a.cpus_per_trial}: must be > 0")
+    if a.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial {a.gpus_per_trial}: must be >= 0")
+    return space
+
+
+def samples_for(space: Space, a: argparse.Namespace) -> int:
+    if not space.search:
+        return 0
+    if a.dry_run:
+        return plan.DRY_RUN_SAMPLES
+    return a.num_samples or space.num_samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        if a.resume:
+            return resume(a)
+        space = check_args(a)
+        sets = plan.parse_sets(a.set)
+        specs = plan.trials(space, seeds=a.seeds, dry_run=a.dry_run, sets=sets)
+        samples = samples_for(space, a)
+        if a.plan:
+            print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
+            return 0
+        return start(a, space, sets)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except mnist.MnistError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
+    """Preflight, then a new sweep directory, parent run and the Tune stages."""
+    root = Path(a.out)
+    uri = a.tracking_uri or tracking.default_uri(root)
+    client = tracking.client_for(uri)
+    data_dir = _check_data(a.data_dir)
+    sweep_dir = root / f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    while sweep_dir.exists():
+        sweep_dir = Path(f"{sweep_dir}-1")
+    state = {
+        "space": space.name, "dry_run": a.dry_run, "seeds": a.seeds, "sets": sets,
+        "samples": samples_for(space, a), "max_concurrent": a.max_concurrent,
+        "cpus_per_trial": a.cpus_per_trial, "gpus_per_trial": a.gpus_per_trial,
+        "max_failures": a.max_failures, "tracking_uri": uri,
+        "experiment": a.experiment or space.name, "address": a.address,
+        "storage_path": a.storage_path or str((sweep_dir / "ray").resolve()),
+        "data_dir": data_dir, "sweep_dir": str(sweep_dir.resolve()),
+    }
+    from orchestrator import runner
+
+    runner.connect_ray(state)
+    sweep_dir.mkdir(parents=True)
+    exp_id = tracking.experiment_id(client, state["experiment"], root / "mlartifacts"
+                                    if uri.startswith("sqlite") else None)
+    state["parent_run_id"] = tracking.start_parent(
+        client, exp_id, sweep_dir.name, {"space": space.name, "sweep_dir": state["sweep_dir"],
+                                         "dry_run": str(a.dry_run), "git_commit": tracking.git_commit()})
+    runner.save_state(state)
+    print(f"sweep {sweep_dir}  (MLflow parent run {state['parent_run_id']}, experiment "
+          f"{state['experiment']!r})", flush=True)
+    return runner.run(state, client, exp_id)
+
+
+def resume(a: argparse.Namespace) -> int:
+    from orchestrator import runner
+
+    state = runner.load_state(Path(a.resume))
+    if a.tracking_uri:
+        state["tracking_uri"] = a.tracking_uri
+    if a.address:
+        state["address"] = a.address
+    client = tracking.client_for(state["tracking_uri"])
+    exp = client.get_experiment_by_name(state["experiment"])
+    if exp is None:
+        raise UsageError(f"--resume {a.resume}: experiment {state['experiment']!r} is not in "
+                         f"{state['tracking_uri']}; pass the --tracking-uri the sweep used")
+    runner.connect_ray(state)
+    print(f"resuming sweep {state['sweep_dir']}", flush=True)
+    return runner.run(state, client, exp.experiment_id, resuming=True)
+
+
+def _check_data(flag: str | None) -> str | None:
+    """Fail before any trial when MNIST is missing or corrupt; pass an explicit directory on."""
+    mnist.load_split("test", flag)
+    mnist.load_split("train", flag)
+    explicit = flag or os.environ.get(mnist.ENV_VAR)
+    return str(mnist.data_dir(explicit).resolve()) if explicit else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""MLflow: one experiment per sweep name, one parent run per sweep, one child run per trial.
+
+All logging happens in the sweep's driver (a Tune callback), so trials never open the
+tracking store themselves: a local sqlite file sees one writer, and on a cluster only the
+head needs to reach the server. Child runs are found again by (config hash, seed), so a
+resumed sweep reattaches instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from motioncore.config import UsageError
+from motioncore.metrics import NAMES
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def client_for(uri: str) -> MlflowClient:
+    """A client for ``uri``, after checking the store answers (one clear line when it does not)."""
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    elif uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    elif not uri.startswith(("postgresql", "mysql", "databricks", "file:")):
+        raise UsageError(f"--tracking-uri {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or a "
+                         "database URI")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as e:  # any failure here means no trial could be logged
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
+            from None
+    return client
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = artifact_root.resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str]) -> str:
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    return run.info.run_id
+
+
+def find_child(client: MlflowClient, exp_id: str, parent: str, config_hash: str, seed: int,
+               stage: str):
+    """The child run of ``parent`` for (stage, config hash, seed), or None."""
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and tags.config_hash = "
+        f"'{config_hash}' and tags.seed = '{seed}' and tags.stage = '{stage}'", max_results=5)
+    return runs[0] if runs else None
+
+
+def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, params: dict,
+                tags: dict[str, str], stage: str) -> str:
+    """Create the child run for a trial, or reattach to the one a previous attempt made."""
+    existing = find_child(client, exp_id, parent, tags["config_hash"], int(tags["seed"]), stage)
+    if existing is not None:
+        client.update_run(existing.info.run_id, status="RUNNING")
+        return existing.info.run_id
+    run = client.create_run(exp_id, run_name=name, tags={PARENT_TAG: parent, **tags})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, step: int,
+                timestamp_ms: int) -> None:
+    """The CONVENTIONS.md metrics (and the loop's own numbers) of one evaluation, prefixed."""
+    keep = [*NAMES, "train_loss", "lr", "samples_per_s"]
+    batch = [Metric(f"{prefix}{k}", float(metrics[k]), timestamp_ms, step)
+             for k in keep if k in metrics and metrics[k] is not None]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+
+
+def finish(client: MlflowClient, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    client.set_terminated(run_id, status=status)
+
+
+def child_runs(client: MlflowClient, exp_id: str, parent: str) -> list:
+    return client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
+                              max_results=10_000)
+

@@ -1,0 +1,67 @@
+"""The Ray Tune trainable: a function of one param dict that calls ``motioncore.train.fit``.
+
+It knows Ray (reports and checkpoints) but not MLflow: the driver logs what it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from motioncore.config import FIELDS, RunConfig, from_dict
+from motioncore.train import dataset, fit
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def trial_config(params: dict[str, Any]) -> RunConfig:
+    """The run config of a trial: its declared config, with any Optuna-sampled fields on top."""
+    return from_dict({**params["config"], **{k: params[k] for k in FIELDS if k in params}})
+
+
+def flatten(params: dict[str, Any]) -> dict[str, Any]:
+    """Grid stages nest each trial's fields under ``trial``; search stages keep them on top."""
+    return {**params.get("trial", {}), **{k: v for k, v in params.items() if k != "trial"}}
+
+
+def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """Train one configuration; report validation metrics per period and test metrics at the end."""
+    params = flatten(params)
+    config = trial_config(params)
+    torch.set_num_threads(max(1, int(params.get("threads", 1))))
+    work = Path(tempfile.mkdtemp(prefix="motioncore-trial-"))
+    resumed = tune.get_checkpoint()
+    if resumed is not None:  # a retried or resumed trial continues from its last checkpoint
+        with resumed.as_directory() as d:
+            shutil.copy(Path(d) / CHECKPOINT, work / CHECKPOINT)
+    last: dict[str, float] = {}
+
+    def report(metrics: dict[str, float]) -> None:
+        last.clear()
+        last.update(metrics)
+        tune.report({**prefixed(metrics, "val_"), "step": metrics["step"]},
+                    checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+    trainer, test = fit(config, report=report, data_dir=params.get("data_dir"),
+                        checkpoint=work / CHECKPOINT, resume=resumed is not None)
+    trainer.save(work / CHECKPOINT)
+    (work / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (work / "metrics.json").write_text(json.dumps(test, indent=2))
+    from motioncore import viz
+
+    test_data = dataset(config, "test", trainer.device, params.get("data_dir"))
+    viz.panel_png(trainer.eval_model, config, test_data[0:6], work / "panel.png")
+    final = trainer.history[-1] if trainer.history else last
+    tune.report({**prefixed(final, "val_"), **prefixed(test, "test_"), "step": trainer.step,
+                 "done": True}, checkpoint=tune.Checkpoint.from_directory(str(work)))
+    shutil.rmtree(work, ignore_errors=True)

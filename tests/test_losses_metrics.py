@@ -1,0 +1,269 @@
+"""Splatting, reconstruction, the training losses and the CONVENTIONS.md metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from motioncore import mnist
+from motioncore.data import class_index, make_batch
+from motioncore.losses import (
+    motion_probs,
+    objective,
+    penalty,
+    reconstruct,
+    reverse_reconstruction,
+    splat,
+    supervised_loss,
+    unsupervised_loss,
+)
+from motioncore.metrics import NAMES, add, batch_sums, finalize, predicted_classes, true_coverage
+from motioncore.model import MotionNet
+
+
+def shifted(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``img`` moved by (dx, dy) (+x right, +y down); vacated pixels are 0, nothing wraps."""
+    h, w = img.shape[-2:]
+    out = np.zeros_like(img)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def onehot(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """``(N, D, H, W)`` classes -> ``(N, D, K, H, W)`` probabilities."""
+    return F.one_hot(labels, k).permute(0, 1, 4, 2, 3).float()
+
+
+@pytest.fixture(scope="module")
+def train_images(mnist_dir) -> torch.Tensor:
+    return torch.from_numpy(mnist.load_split("train", mnist_dir).copy())
+
+
+def sequences(images, *, r=2, frames=3, noise=0.0, n=16, seed=0):
+    return make_batch(images, torch.arange(n), motion_range=r, frames=frames, noise=noise, seed=seed)
+
+
+# --- splatting and reconstruction ----------------------------------------------------------
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_splat_of_a_one_hot_shift_moves_the_image_exactly(r):
+    gen = torch.Generator().manual_seed(0)
+    src = torch.rand(3, 9, 11, generator=gen)
+    k = (2 * r + 1) ** 2
+    for dx in range(-r, r + 1):
+        for dy in range(-r, r + 1):
+            probs = torch.zeros(3, k, 9, 11)
+            probs[:, class_index(dx, dy, r)] = 1.0
+            out = splat(src, probs, r)
+            assert out.shape == (3, 9, 11)
+            np.testing.assert_array_equal(out.numpy(), shifted(src.numpy(), dx, dy))
+
+
+def test_splat_is_the_probability_weighted_sum_of_shifts():
+    gen = torch.Generator().manual_seed(1)
+    src = torch.rand(2, 6, 7, generator=gen)
+    probs = torch.zeros(2, 9, 6, 7)
+    probs[:, class_index(1, 0, 1)] = 0.25
+    probs[:, class_index(-1, 1, 1)] = 0.75
+    want = 0.25 * shifted(src.numpy(), 1, 0) + 0.75 * shifted(src.numpy(), -1, 1)
+    np.testing.assert_allclose(splat(src, probs, 1).numpy(), want, rtol=0, atol=1e-6)
+    # Per-pixel probabilities: only the pixel at (2, 3) moves, right by one.
+    probs = torch.zeros(1, 9, 6, 7)
+    probs[:, class_index(0, 0, 1)] = 1.0
+    probs[0, :, 2, 3] = 0.0
+    probs[0, class_index(1, 0, 1), 2, 3] = 1.0
+    out = splat(src[:1], probs, 1)[0]
+    assert out[2, 3] == 0 and out[2, 4] == src[0, 2, 3] + src[0, 2, 4]  # content piles up
+
+
+@pytest.mark.parametrize("frames", [3, 5])
+def test_true_motion_reconstructs_the_target_except_where_content_enters(train_images, frames):
+    r = 2
+    b = sequences(train_images, r=r, frames=frames)
+    probs = onehot(b.labels, 25)
+    attention = None if frames == 3 else torch.full((16, 28, 28), 0.5)
+    per_dir, fused = reconstruct(b.frames, probs, attention, r)
+    target = b.frames[:, 2]
+    assert per_dir.shape == (16, 1 if frames == 3 else 2, 28, 28) and fused.shape == (16, 28, 28)
+    inner = (slice(None), slice(r, -r), slice(r, -r))  # content can only enter within r of the border
+    for d in range(per_dir.shape[1]):
+        assert torch.equal(per_dir[:, d][inner], target[inner])
+    assert torch.equal(fused[inner], target[inner])
+    assert (fused - target).abs().mean() < 1e-3  # and the border differs at most a little
+
+
+def test_zero_motion_reconstruction_is_the_source_frame(train_images):
+    b = sequences(train_images, frames=5, noise=0.5)
+    probs = onehot(torch.full_like(b.labels, class_index(0, 0, 2)), 25)
+    per_dir, _ = reconstruct(b.frames, probs, torch.full((16, 28, 28), 0.5), 2)
+    assert torch.equal(per_dir[:, 0], b.frames[:, 1]) and torch.equal(per_dir[:, 1], b.frames[:, 3])
+
+
+@pytest.mark.parametrize("frames", [3, 5])
+def test_reverse_reconstruction_rebuilds_the_outer_frames(train_images, frames):
+    r = 2
+    b = sequences(train_images, r=r, frames=frames)
+    outer = b.frames[:, [0] if frames == 3 else [0, 4]]
+    rebuilt = reverse_reconstruction(b.frames, onehot(b.labels, 25), r)
+    assert rebuilt.shape == outer.shape
+    inner = (slice(None), slice(None), slice(r, -r), slice(r, -r))
+    assert torch.equal(rebuilt[inner], outer[inner])
+
+
+# --- losses --------------------------------------------------------------------------------
+
+def test_supervised_loss_is_cross_entropy_over_all_directions():
+    labels = torch.randint(0, 9, (2, 2, 5, 6))
+    loss, parts = supervised_loss(logits=torch.zeros(2, 2, 9, 5, 6), labels=labels)
+    assert math.isclose(loss.item(), math.log(9), rel_tol=1e-6)
+    confident = 30 * onehot(labels, 9)
+    assert supervised_loss(logits=confident, labels=labels)[0] < 1e-6
+    assert set(parts) == {"loss_ce"}
+
+
+def test_penalty_and_motion_probs():
+    a, b = torch.tensor([0.0, 1.0]), torch.tensor([0.5, -1.0])
+    assert penalty(a, b, "l1").item() == pytest.approx(1.25)
+    assert penalty(a, b, "l2").item() == pytest.approx((0.25 + 4) / 2)
+    logits = torch.zeros(1, 1, 10, 2, 2)  # 9 motion classes plus the disappear class
+    logits[:, :, 9] = 5.0
+    probs = motion_probs(logits, 9)
+    assert probs.shape == (1, 1, 9, 2, 2)
+    assert torch.all(probs.sum(2) < 0.1)  # the disappear mass is not splatted
+    assert torch.equal(predicted_classes(logits, 9), torch.zeros(1, 1, 2, 2, dtype=torch.int64))
+
+
+def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
+    cfg = tiny_config(frames=5, supervision="unsupervised", reverse_weight=0.5, entropy_weight=0.1,
+                      attention="segmentation", motion_range=2)
+    b = sequences(train_images, r=2, frames=5, n=4)
+    out = MotionNet(cfg)(b.frames)
+    loss, parts = unsupervised_loss(frames=b.frames, logits=out.logits, attention=out.attention,
+                                    config=cfg)
+    assert set(parts) == {"loss_recon", "loss_direction", "loss_reverse", "loss_entropy"}
+    total = parts["loss_recon"] + 0.5 * parts["loss_direction"] + 0.5 * parts["loss_reverse"] \
+        + 0.1 * parts["loss_entropy"]
+    assert loss.item() == pytest.approx(total.item(), rel=1e-5)
+    # True motion, confidently: every reconstruction term is (nearly) zero.
+    perfect = 50 * onehot(b.labels, 25)
+    attention = torch.full((4, 28, 28), 0.5)
+    _, parts = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention, config=cfg)
+    assert parts["loss_recon"] < 1e-3 and parts["loss_direction"] < 1e-3
+    assert parts["loss_reverse"] < 1e-2 and parts["loss_entropy"] < 1e-6
+
+
+@pytest.mark.parametrize("supervision,frames,attention", [
+    ("supervised", 3, "none"),
+    ("unsupervised", 3, "none"),
+    ("unsupervised", 5, "segmentation"),
+])
+def test_loss_decreases_when_overfitting_one_batch(train_images, tiny_config, supervision, frames,
+                                                   attention):
+    cfg = tiny_config(width=8, norm="group", supervision=supervision, frames=frames,
+                      attention=attention, motion_range=1)
+    b = sequences(train_images, r=1, frames=frames, n=8, noise=0.2)
+    torch.manual_seed(0)
+    model = MotionNet(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        out = model(b.frames)
+        loss, _ = objective(frames=b.frames, labels=b.labels, logits=out.logits,
+                            attention=out.attention, config=cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+def metrics_of(**kwargs) -> dict[str, float]:
+    return finalize(batch_sums(**kwargs))
+
+
+def test_metrics_on_a_hand_made_case():
+    r = 1
+    # 2x3 source grid: top row background (zero class 4), bottom row digit pixels.
+    labels = torch.tensor([[4, 4, 4], [5, 1, 8]]).view(1, 1, 2, 3)
+    pred = torch.tensor([[4, 4, 3], [5, 7, 4]]).view(1, 1, 2, 3)
+    fg = torch.tensor([[0, 0, 0], [1, 1, 1]], dtype=torch.bool).view(1, 1, 2, 3)
+    frames = torch.zeros(1, 3, 2, 3)
+    frames[0, 1] = 0.5  # copying frame 1 is off by 0.5 wherever the target is not 0.5
+    frames[0, 2] = torch.tensor([[1.0, 0.5, 0.5], [0.5, 0.0, 0.0]])
+    recon = frames[:, 2].clone()
+    recon[0, 0, 0] = 0.4  # one pixel off by 0.6
+    m = metrics_of(pred=pred, labels=labels, fg=fg, r=r, frames=frames, recon=recon)
+    assert set(m) == set(NAMES) - {"attn_acc"}
+    assert m["acc"] == pytest.approx(3 / 6)  # pixels 0, 1, 3 right
+    assert m["acc_fg"] == pytest.approx(1 / 3)  # of the digit pixels only class 5 is right
+    assert m["acc_zero"] == pytest.approx(3 / 6)  # zero motion is right on the background
+    # wrong: (-1,0) for (0,0): 1 px; (0,1) for (0,-1): 2 px; (0,0) for (1,1): sqrt 2 px
+    assert m["epe"] == pytest.approx((1 + 2 + math.sqrt(2)) / 6)
+    assert m["epe_fg"] == pytest.approx((2 + math.sqrt(2)) / 3)
+    assert m["recon_l1"] == pytest.approx(0.6 / 6)
+    assert m["recon_l1_copy"] == pytest.approx((0.5 + 0 + 0 + 0 + 0.5 + 0.5) / 6)
+
+
+def test_fractions_are_averaged_over_directions_not_pooled():
+    labels = torch.full((1, 2, 2, 2), 4)
+    pred = labels.clone()
+    fg = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
+    fg[0, 0, 0, 0] = True  # direction 0: one digit pixel, right
+    fg[0, 1, 0] = True
+    fg[0, 1, 1, 0] = True  # direction 1: three digit pixels, one right
+    pred[0, 1, 0, :] = 0
+    frames = torch.zeros(1, 5, 2, 2)
+    m = metrics_of(pred=pred, labels=labels, fg=fg, r=1, frames=frames, recon=frames[:, 2],
+                   attention=torch.full((1, 2, 2), 0.5))
+    assert m["acc"] == pytest.approx((1 + 0.5) / 2)
+    assert m["acc_fg"] == pytest.approx((1 + 1 / 3) / 2)  # pooled would be 2/4
+    assert m["epe_fg"] == pytest.approx((0 + 2 * math.sqrt(2) / 3) / 2)
+
+
+def test_true_coverage_counts_incoming_content():
+    right = torch.full((1, 1, 1, 5), class_index(1, 0, 1))
+    assert true_coverage(right, 1).flatten().tolist() == [0, 1, 1, 1, 1]  # x=0: enters at the border
+    one = torch.tensor([4, 5, 4, 4, 4]).view(1, 1, 1, 5)
+    assert true_coverage(one, 1).flatten().tolist() == [1, 0, 2, 1, 1]
+
+
+@pytest.mark.parametrize("a_fwd_only,a_bwd_only,want", [
+    (0.7, 0.2, 1.0),  # both favour the source that covers them
+    (0.3, 0.2, 0.5),  # the forward-only pixel favours the wrong side
+    (0.5, 0.9, 0.25),  # a tie earns half; the backward-only pixel is wrong
+])
+def test_attn_acc_on_a_hand_made_case(a_fwd_only, a_bwd_only, want):
+    # 1x5 row. Forward: pixel 1 moves right -> coverage [1, 0, 2, 1, 1].
+    # Backward: pixel 3 moves left -> coverage [1, 1, 2, 0, 1].
+    # So x=3 is covered only from the forward side, x=1 only from the backward side.
+    labels = torch.tensor([[4, 5, 4, 4, 4], [4, 4, 4, 3, 4]]).view(1, 2, 1, 5)
+    attention = torch.tensor([0.9, a_bwd_only, 0.1, a_fwd_only, 0.0]).view(1, 1, 5)
+    frames = torch.zeros(1, 5, 1, 5)
+    m = metrics_of(pred=labels, labels=labels, fg=labels != 4, r=1, frames=frames,
+                   recon=frames[:, 2], attention=attention)
+    assert set(m) == set(NAMES)
+    assert m["attn_acc"] == pytest.approx(want)
+
+
+def test_metrics_over_batches_equal_metrics_over_their_concatenation():
+    gen = torch.Generator().manual_seed(3)
+    n, r = 6, 2
+    labels = torch.randint(0, 25, (n, 2, 7, 8), generator=gen)
+    pred = torch.randint(0, 25, (n, 2, 7, 8), generator=gen)
+    fg = torch.rand(n, 2, 7, 8, generator=gen) > 0.6
+    frames, recon = torch.rand(n, 5, 7, 8, generator=gen), torch.rand(n, 7, 8, generator=gen)
+    attention = torch.rand(n, 7, 8, generator=gen)
+    parts = [dict(pred=pred[s], labels=labels[s], fg=fg[s], r=r, frames=frames[s], recon=recon[s],
+                  attention=attention[s]) for s in (slice(0, 2), slice(2, 6))]
+    whole = metrics_of(pred=pred, labels=labels, fg=fg, r=r, frames=frames, recon=recon,
+                       attention=attention)
+    summed = finalize(add(add(None, batch_sums(**parts[0])), batch_sums(**parts[1])))
+    assert summed == pytest.approx(whole)
