@@ -75,13 +75,15 @@ def supervised_loss(*, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 
 
 def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
-                      attention: torch.Tensor | None, config: RunConfig
+                      attention: torch.Tensor | None, config: RunConfig, progress: float = 1.0
                       ) -> tuple[torch.Tensor, dict]:
     """Reconstruction of the target frame from moved source pixels (no labels).
 
     Terms: the fused prediction; each direction's own prediction (T=5, ``direction_weight``, so
     the attention cannot starve one side of gradient); the outer frames by the reversed motion
-    (``reverse_weight``); and the per-pixel entropy of the motion (``entropy_weight``).
+    (``reverse_weight``); the per-pixel entropy of the motion (``entropy_weight``, ramped in
+    over the first half of training, ``progress`` in [0, 1], so early training can explore);
+    and the total variation of the motion probabilities (``smooth_weight``).
     """
     r, kind = config.motion_range, config.loss
     probs = motion_probs(logits, config.num_classes)  # (N, D, K, H, W)
@@ -101,14 +103,21 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
     if config.entropy_weight > 0:
         p = logits.softmax(dim=2)
         term = -(p * torch.log(p.clamp_min(1e-8))).sum(2).mean()
-        loss = loss + config.entropy_weight * term
+        loss = loss + config.entropy_weight * min(1.0, 2.0 * progress) * term
         out["loss_entropy"] = term.detach()
+    if config.smooth_weight > 0:
+        term = ((probs[..., 1:, :] - probs[..., :-1, :]).abs().sum(2).mean()
+                + (probs[..., :, 1:] - probs[..., :, :-1]).abs().sum(2).mean())
+        loss = loss + config.smooth_weight * term
+        out["loss_smooth"] = term.detach()
     return loss, out
 
 
 def objective(*, frames: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
-              attention: torch.Tensor | None, config: RunConfig) -> tuple[torch.Tensor, dict]:
-    """The training loss the config asks for."""
+              attention: torch.Tensor | None, config: RunConfig, progress: float = 1.0
+              ) -> tuple[torch.Tensor, dict]:
+    """The training loss the config asks for; ``progress`` is the fraction of training done."""
     if config.supervision == "supervised":
         return supervised_loss(logits=logits, labels=labels)
-    return unsupervised_loss(frames=frames, logits=logits, attention=attention, config=config)
+    return unsupervised_loss(frames=frames, logits=logits, attention=attention, config=config,
+                             progress=progress)

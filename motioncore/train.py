@@ -104,7 +104,8 @@ class Trainer:
             group["lr"] = lr_at(c, self.step)
         out = self.model(batch.frames)
         loss, parts = objective(frames=batch.frames, labels=batch.labels, logits=out.logits,
-                                attention=out.attention, config=c)
+                                attention=out.attention, config=c,
+                                progress=self.step / max(c.steps, 1))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.step}")
         self.opt.zero_grad(set_to_none=True)
