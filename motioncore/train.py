@@ -155,14 +155,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
-        progress: bool = False) -> tuple[Trainer, dict[str, float]]:
+        progress: bool = False, trainer: Trainer | None = None) -> tuple[Trainer, dict[str, float]]:
     """Train ``config``; call ``report(metrics)`` every ``eval_every`` steps; return test metrics.
 
     ``checkpoint``: a file written before each report (and at the end); with ``resume`` an
     existing one is loaded first, so an interrupted run continues where it stopped.
+    ``trainer``: a state built beforehand (default: a fresh one for ``config``).
     """
     device = resolve_device(config.device)
-    trainer = Trainer(config, device, data_dir)
+    trainer = trainer or Trainer(config, device, data_dir)
     if resume and checkpoint and Path(checkpoint).exists():
         trainer.load(checkpoint)
     bar = Progress(config.steps, enabled=progress)

@@ -53,11 +53,24 @@ def cell_config(space: Space, cell: Cell, *, dry_run: bool, sets: dict[str, Any]
         raise UsageError(f"cell {cell.id!r} of space {space.name!r}: {e}") from None
 
 
-def trials(space: Space, *, seeds: int, dry_run: bool, sets: dict[str, Any]) -> list[TrialSpec]:
+def select_cells(space: Space, cells: list[str] | None) -> tuple[Cell, ...]:
+    """The cells ``--cells`` names (default: all), in the space's order."""
+    if not cells:
+        return space.cells
+    known = [c.id for c in space.cells]
+    for c in cells:
+        if c not in known:
+            raise UsageError(f"--cells {c!r}: not a cell of space {space.name!r}; cells: "
+                             + ", ".join(known))
+    return tuple(c for c in space.cells if c.id in cells)
+
+
+def trials(space: Space, *, seeds: int, dry_run: bool, sets: dict[str, Any],
+           cells: list[str] | None = None) -> list[TrialSpec]:
     """Every (cell, seed): the same seed list 0..seeds-1 in every cell, so cells pair up."""
     n = 1 if dry_run else seeds
     return [TrialSpec(cell, s, cell_config(space, cell, dry_run=dry_run, sets=sets, seed=s))
-            for cell in space.cells for s in range(n)]
+            for cell in select_cells(space, cells) for s in range(n)]
 
 
 def estimate_seconds(config: RunConfig) -> float:
@@ -70,10 +83,10 @@ def estimate_seconds(config: RunConfig) -> float:
 
 def describe(space: Space, specs: list[TrialSpec], *, samples: int, max_concurrent: int) -> str:
     """The ``--plan`` text: cells, trial counts and a compute estimate."""
-    lines = [f"space {space.name}: {space.description}", f"{len(space.cells)} cells, "
+    lines = [f"space {space.name}: {space.description}", f"{len({s.cell.id for s in specs})} cells, "
              f"{len(specs)} trials" + (f" + {samples} Optuna trials per cell" if samples else "")]
     total = 0.0
-    for cell in space.cells:
+    for cell in {s.cell.id: s.cell for s in specs}.values():
         cs = [s for s in specs if s.cell.id == cell.id]
         secs = sum(estimate_seconds(s.config) for s in cs)
         secs += samples * estimate_seconds(cs[0].config) if samples else 0

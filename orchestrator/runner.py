@@ -49,9 +49,21 @@ def connect_ray(state: dict[str, Any]) -> None:
         else:
             ray.init(**kwargs)
     gpus = ray.cluster_resources().get("GPU", 0)
-    if state["gpus_per_trial"] > 0 and gpus == 0:
+    if state["gpus_per_trial"] != "auto" and state["gpus_per_trial"] > 0 and gpus == 0:
         raise UsageError(f"--gpus-per-trial {state['gpus_per_trial']}: this Ray cluster has no GPUs; "
                          "use --gpus-per-trial 0")
+
+
+def auto_gpus(state: dict[str, Any], specs: list[plan.TrialSpec]) -> float:
+    """``--gpus-per-trial auto``: 0 without GPUs, else a probe of the most memory-hungry cell."""
+    if ray.cluster_resources().get("GPU", 0) == 0:
+        print("gpus-per-trial auto: no GPUs in this Ray cluster; trials run on CPUs")
+        return 0.0
+    from orchestrator import gpu
+
+    heaviest = max(specs, key=lambda s: (s.config.frames, s.config.num_classes,
+                                         s.config.batch_size, s.config.width))
+    return gpu.choose(heaviest.config.to_dict(), state["data_dir"])
 
 
 def _trial_params(state: dict[str, Any], spec: plan.TrialSpec) -> dict[str, Any]:
@@ -132,11 +144,12 @@ def _trial_name(trial) -> str:
 def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> int:
     """All stages, then the tables; the parent run ends FINISHED with the tables attached."""
     space = load(state["space"])
-    specs = plan.trials(space, seeds=state["seeds"], dry_run=state["dry_run"], sets=state["sets"])
+    specs = plan.trials(space, seeds=state["seeds"], dry_run=state["dry_run"], sets=state["sets"],
+                        cells=state.get("cells"))
     commit = tracking.git_commit()
     if space.search:
         best = state.setdefault("best", {})
-        for cell in space.cells:
+        for cell in {s.cell.id: s.cell for s in specs}.values():
             if cell.id not in best:
                 first = next(s for s in specs if s.cell.id == cell.id)
                 best[cell.id] = _search(state, space, client, exp_id, first, commit, resuming)

@@ -16,7 +16,7 @@ from typing import Any
 
 from motioncore import mnist
 from motioncore.config import UsageError
-from orchestrator import plan, tracking
+from orchestrator import plan, preflight, tracking
 from search_spaces import Space, load, names
 
 METRIC_MODE = "max"
@@ -31,15 +31,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, help="Optuna trials per cell (spaces with a search)")
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial (default 0)")
+    p.add_argument("--gpus-per-trial", default="0",
+                   help="GPUs per trial: a fraction, or auto (probe one trial, pack by memory)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
-    p.add_argument("--tracking-uri", help="MLflow URI (default sqlite file beside the sweeps)")
+    p.add_argument("--tracking-uri", default=os.environ.get("MOTIONCORE_TRACKING_URI"),
+                   help="MLflow URI (default $MOTIONCORE_TRACKING_URI, else sqlite beside the sweeps)")
     p.add_argument("--experiment", help="MLflow experiment (default: the space name)")
-    p.add_argument("--storage-path", help="Ray Tune storage (default SWEEP_DIR/ray; s3:// on clusters)")
+    p.add_argument("--storage-path", default=os.environ.get("MOTIONCORE_STORAGE_PATH"),
+                   help="Ray Tune storage (default $MOTIONCORE_STORAGE_PATH, else SWEEP_DIR/ray)")
     p.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster)")
     p.add_argument("--out", default="sweeps", help="parent of the sweep directory (default ./sweeps)")
     p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
+    p.add_argument("--cells", type=lambda v: [c for c in v.split(",") if c],
+                   help="run only these cells of the space (comma-separated ids)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field in every cell (repeatable)")
     return p.parse_args(argv)
@@ -61,8 +66,14 @@ def check_args(a: argparse.Namespace) -> Space:
         raise UsageError(f"--num-samples {a.num_samples}: must be >= 1")
     if a.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial {a.cpus_per_trial}: must be > 0")
-    if a.gpus_per_trial < 0:
-        raise UsageError(f"--gpus-per-trial {a.gpus_per_trial}: must be >= 0")
+    if a.gpus_per_trial != "auto":
+        try:
+            gpus = float(a.gpus_per_trial)
+        except ValueError:
+            gpus = -1.0
+        if not 0 <= gpus <= 64:
+            raise UsageError(f"--gpus-per-trial {a.gpus_per_trial!r}: must be a number >= 0 or auto")
+        a.gpus_per_trial = gpus
     return space
 
 
@@ -81,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return resume(a)
         space = check_args(a)
         sets = plan.parse_sets(a.set)
-        specs = plan.trials(space, seeds=a.seeds, dry_run=a.dry_run, sets=sets)
+        specs = plan.trials(space, seeds=a.seeds, dry_run=a.dry_run, sets=sets, cells=a.cells)
         samples = samples_for(space, a)
         if a.plan:
             print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
@@ -104,18 +115,26 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     sweep_dir = root / f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     while sweep_dir.exists():
         sweep_dir = Path(f"{sweep_dir}-1")
+    storage = a.storage_path or str((sweep_dir / "ray").resolve())
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
     state = {
         "space": space.name, "dry_run": a.dry_run, "seeds": a.seeds, "sets": sets,
+        "cells": a.cells,
         "samples": samples_for(space, a), "max_concurrent": a.max_concurrent,
         "cpus_per_trial": a.cpus_per_trial, "gpus_per_trial": a.gpus_per_trial,
         "max_failures": a.max_failures, "tracking_uri": uri,
         "experiment": a.experiment or space.name, "address": a.address,
-        "storage_path": a.storage_path or str((sweep_dir / "ray").resolve()),
+        "storage_path": storage,
         "data_dir": data_dir, "sweep_dir": str(sweep_dir.resolve()),
     }
     from orchestrator import runner
 
     runner.connect_ray(state)
+    preflight.run(uri, storage)
+    if state["gpus_per_trial"] == "auto":
+        state["gpus_per_trial"] = runner.auto_gpus(state, plan.trials(
+            space, seeds=1, dry_run=a.dry_run, sets=sets, cells=a.cells))
     sweep_dir.mkdir(parents=True)
     exp_id = tracking.experiment_id(client, state["experiment"], root / "mlartifacts"
                                     if uri.startswith("sqlite") else None)

@@ -6,6 +6,7 @@ It knows Ray (reports and checkpoints) but not MLflow: the driver logs what it r
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Any
 import torch
 from ray import tune
 
-from motioncore.config import FIELDS, RunConfig, from_dict
-from motioncore.train import dataset, fit
+from motioncore.config import FIELDS, RunConfig, from_dict, resolve_device
+from motioncore.train import Trainer, dataset, fit
 
 CHECKPOINT = "checkpoint.pt"
+FAULT_ENV = "MOTIONCORE_FAULT"
 
 
 def trial_config(params: dict[str, Any]) -> RunConfig:
@@ -32,6 +34,24 @@ def flatten(params: dict[str, Any]) -> dict[str, Any]:
 
 def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def inject_fault(cell: str, trainer: Trainer) -> None:
+    """Fault injection for failure drills: ``MOTIONCORE_FAULT=CELL:raise`` or ``CELL:nan``.
+
+    ``raise`` makes the trial raise; ``nan`` poisons one weight so the real training loop
+    meets a NaN loss. Unset (always, outside drills and tests), this does nothing.
+    """
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, spec.split(",")):
+        target, _, kind = item.partition(":")
+        if target != cell:
+            continue
+        if kind == "raise":
+            raise RuntimeError(f"injected fault in cell {cell}")
+        if kind == "nan":
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
 
 
 def run_trial(params: dict[str, Any]) -> None:
@@ -52,8 +72,10 @@ def run_trial(params: dict[str, Any]) -> None:
         tune.report({**prefixed(metrics, "val_"), "step": metrics["step"]},
                     checkpoint=tune.Checkpoint.from_directory(str(work)))
 
+    trainer = Trainer(config, resolve_device(config.device), params.get("data_dir"))
+    inject_fault(params["cell"], trainer)
     trainer, test = fit(config, report=report, data_dir=params.get("data_dir"),
-                        checkpoint=work / CHECKPOINT, resume=resumed is not None)
+                        checkpoint=work / CHECKPOINT, resume=resumed is not None, trainer=trainer)
     trainer.save(work / CHECKPOINT)
     (work / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     (work / "metrics.json").write_text(json.dumps(test, indent=2))
