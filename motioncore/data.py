@@ -67,18 +67,17 @@ def check_params(*, motion_range: int, frames: int, noise: float, digits: int, i
 
 # --- counter-based randomness -------------------------------------------------------------
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """``x * c mod 2^32`` for x in [0, 2^32) without int64 overflow."""
-    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
-
-
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 integer hash on int64 tensors holding uint32 values."""
+    """lowbias32 integer hash on int64 tensors holding uint32 values.
+
+    The products of two 32-bit values exceed int64's range only in bits that the mask drops;
+    int64 multiplication wraps identically on every CPU and GPU, so values match everywhere.
+    """
     x = x & _M32
     x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
+    x = (x * 0x7FEB352D) & _M32
     x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
+    x = (x * 0x846CA68B) & _M32
     return x ^ (x >> 16)
 
 
@@ -88,9 +87,10 @@ def _draw(keys: torch.Tensor, stream: int, count: int) -> torch.Tensor:
     return _mix(base[:, None] + torch.arange(count, device=keys.device))  # (N, count)
 
 
-def _uniform(bits: torch.Tensor) -> torch.Tensor:
-    """uint32 values -> float32 in [0, 1) with 24 bits of resolution."""
-    return (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
+def _uniform16(bits: torch.Tensor) -> torch.Tensor:
+    """uint32 values -> two float32 each in [0, 1) with 16 bits of resolution: ``(..., 2*count)``."""
+    pair = torch.stack([bits >> 16, bits & 0xFFFF], dim=-1).flatten(-2)
+    return pair.to(torch.float32) * (1.0 / (1 << 16))
 
 
 def sequence_keys(indices: torch.Tensor, *, seed: int, split: str) -> torch.Tensor:
@@ -137,11 +137,11 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
     keys = sequence_keys(indices, seed=seed, split=split)  # (N,)
     h, w = images.shape[-2:]
     shift = torch.arange(T, device=dev) - TARGET  # (T,) frame offset from the target
-    grid = torch.arange(S, device=dev)  # (S,)
 
     # Background: one static field per sequence, identical in every frame.
     if noise > 0:
-        canvas = _uniform(_draw(keys, 1, S * S)).view(n, 1, S, S) * noise  # (N, 1, S, S)
+        half = (S * S + 1) // 2
+        canvas = _uniform16(_draw(keys, 1, half))[:, : S * S].view(n, 1, S, S) * noise  # (N,1,S,S)
     else:
         canvas = torch.zeros(n, 1, S, S, device=dev)
     src = list(sources(T))
@@ -161,13 +161,15 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
             top = top + bits[:, 4] % (2 * q + 1) - q
         left = torch.as_tensor(left, device=dev).reshape(-1, 1)
         top = torch.as_tensor(top, device=dev).reshape(-1, 1)
-        # Content in frame t is the digit shifted by (t - 2) * v: pixel (y, x) reads the digit at
-        # (y - top - (t-2) vy, x - left - (t-2) vx); out-of-range reads land on a zero border.
-        cols = (grid - (left + shift * v[:, :1])[..., None]).clamp(-1, w) + 1  # (N, T, S)
-        rows = (grid - (top + shift * v[:, 1:])[..., None]).clamp(-1, h) + 1  # (N, T, S)
-        flat = (rows[..., None] * (w + 2) + cols[:, :, None, :]).view(n, -1)  # (N, T*S*S)
-        padded = torch.nn.functional.pad(images[which], (1, 1, 1, 1)).view(n, -1)  # (N, (h+2)(w+2))
-        alpha = torch.gather(padded, 1, flat).view(n, T, S, S)  # (N, T, S, S) uint8
+        # Content in frame t is the digit shifted by (t - 2) * v, so frame t's canvas is the S x S
+        # window of the digit's plane whose top-left is at (-top - (t-2) vy, -left - (t-2) vx).
+        # Padding the digit by S on every side lets every window be a view; windows wholly off
+        # the digit are clamped to one that reads only padding. One copy gathers all windows.
+        oy = (-(top + shift * v[:, 1:])).clamp(-S, h) + S  # (N, T) window origin, padded coords
+        ox = (-(left + shift * v[:, :1])).clamp(-S, w) + S  # (N, T)
+        plane = torch.nn.functional.pad(images[which], (S, S, S, S))  # (N, h+2S, w+2S) uint8
+        windows = plane.unfold(1, S, 1).unfold(2, S, 1)  # (N, h+S+1, w+S+1, S, S) view
+        alpha = windows[torch.arange(n, device=dev)[:, None], oy, ox]  # (N, T, S, S) uint8
         present = alpha > 0
         a = alpha.to(torch.float32) * (1.0 / 255.0)
         canvas = a + (1.0 - a) * canvas  # (N, T, S, S): alpha compositing over what lies below
