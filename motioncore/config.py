@@ -46,6 +46,7 @@ class RunConfig:
     direction_weight: float = 0.5  # T=5 unsupervised: weight of each direction's own reconstruction term
     reverse_weight: float = 0.0  # unsupervised: weight of rebuilding frame 0 (and 4) by the reversed motion
     entropy_weight: float = 0.0  # unsupervised: per-pixel motion entropy penalty (ramped in)
+    hard_weight: float = 0.0  # unsupervised: weight of the argmax (straight-through) reconstruction
     smooth_weight: float = 0.0  # unsupervised: total variation of the motion probabilities
     # --- optimisation ---
     lr: float = 2e-3  # Adam(W) peak learning rate
@@ -81,7 +82,7 @@ class RunConfig:
         _at_least(self, motion_range=1, digits=1, image_size=8, width=1, depth=0, batch_size=1,
                   steps=0, eval_every=1, val_size=1, test_size=1, seed=0, eval_seed=0)
         _positive_or_zero(self, "lr", "weight_decay", "direction_weight", "reverse_weight",
-                          "entropy_weight", "smooth_weight")
+                          "entropy_weight", "smooth_weight", "hard_weight")
         if not 0.0 <= self.noise <= 1.0:
             raise UsageError(f"noise={self.noise}: allowed range is [0, 1]")
         if not 0.0 <= self.ema < 1.0:

@@ -83,7 +83,9 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
     the attention cannot starve one side of gradient); the outer frames by the reversed motion
     (``reverse_weight``); the per-pixel entropy of the motion (``entropy_weight``, ramped in
     over the first half of training, ``progress`` in [0, 1], so early training can explore);
-    and the total variation of the motion probabilities (``smooth_weight``).
+    the total variation of the motion probabilities (``smooth_weight``); and the reconstruction
+    by the argmax motion with straight-through gradients (``hard_weight``): soft motion can
+    blur its way to a low error, the argmax motion cannot.
     """
     r, kind = config.motion_range, config.loss
     probs = motion_probs(logits, config.num_classes)  # (N, D, K, H, W)
@@ -105,6 +107,13 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
         term = -(p * torch.log(p.clamp_min(1e-8))).sum(2).mean()
         loss = loss + config.entropy_weight * min(1.0, 2.0 * progress) * term
         out["loss_entropy"] = term.detach()
+    if config.hard_weight > 0:
+        k = probs.shape[2]
+        onehot = F.one_hot(probs.argmax(2), k).permute(0, 1, 4, 2, 3).to(probs.dtype)
+        hard = onehot + probs - probs.detach()  # forward: argmax motion; backward: soft gradient
+        term = penalty(reconstruct(frames, hard, attention, r)[1], target, kind)
+        loss = loss + config.hard_weight * term
+        out["loss_hard"] = term.detach()
     if config.smooth_weight > 0:
         term = ((probs[..., 1:, :] - probs[..., :-1, :]).abs().sum(2).mean()
                 + (probs[..., :, 1:] - probs[..., :, :-1]).abs().sum(2).mean())

@@ -1,0 +1,97 @@
+"""Wall time of N trials through the full orchestrator against the same N trainings run directly.
+
+    python benchmarks/sweep_overhead.py --trials 8 --trial-seconds 30 [--concurrency 2]
+
+Both sides train the same configurations (cell sup_T3_r1 of seed_table, seeds 0..N-1, steps
+calibrated so one training takes about S seconds) at the same concurrency, one thread per
+trial. The sweep side is the real CLI: Ray start-up, MLflow logging, checkpoints, tables.
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+CELL = "sup_T3_r1"
+
+
+def _config(seed: int, steps: int) -> dict:
+    from orchestrator.plan import cell_config
+    from search_spaces import load
+
+    space = load("seed_table")
+    sets = {"steps": steps, "eval_every": max(1, steps // 3), "val_size": 250, "test_size": 500}
+    return cell_config(space, space.cell(CELL), dry_run=False, sets=sets, seed=seed).to_dict()
+
+
+def _train(config: dict) -> float:
+    import torch
+
+    from motioncore.config import from_dict
+    from motioncore.train import fit
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    fit(from_dict(config))
+    return time.perf_counter() - start
+
+
+def calibrate(seconds: float) -> int:
+    """Steps for one training of about ``seconds`` (measured on 40 steps)."""
+    probe = _train(_config(0, 40))
+    return max(10, int(40 * seconds / probe))
+
+
+def run_direct(n: int, steps: int, concurrency: int) -> float:
+    start = time.perf_counter()
+    with ProcessPoolExecutor(concurrency) as pool:
+        list(pool.map(_train, [_config(s, steps) for s in range(n)]))
+    return time.perf_counter() - start
+
+
+def run_sweep(n: int, steps: int, concurrency: int, out: Path) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells", CELL,
+           "--seeds", str(n), "--max-concurrent", str(concurrency), "--out", str(out),
+           "--set", f"steps={steps}", "--set", f"eval_every={max(1, steps // 3)}",
+           "--set", "val_size=250", "--set", "test_size=500"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_trial = None
+    for line in proc.stdout:
+        if first_trial is None and re.match(r"\[1/\d+\]", line):
+            first_trial = time.perf_counter() - start
+    if proc.wait() != 0:
+        raise SystemExit(f"sweep failed: {' '.join(cmd)}")
+    return time.perf_counter() - start, first_trial or float("nan")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--trial-seconds", type=float, default=30)
+    p.add_argument("--concurrency", type=int, default=2)
+    a = p.parse_args()
+    steps = calibrate(a.trial_seconds)
+    direct = run_direct(a.trials, steps, a.concurrency)
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep, first = run_sweep(a.trials, steps, a.concurrency, Path(tmp))
+    # Start-up: what the sweep spends before its trials run, estimated from the first trial's
+    # finish against one direct training's duration.
+    per_trial = direct * a.concurrency / a.trials
+    print(json.dumps({"trials": a.trials, "trial_seconds": a.trial_seconds, "steps": steps,
+                      "concurrency": a.concurrency, "cpus": os.cpu_count(), "direct_s": direct,
+                      "sweep_s": sweep, "overhead_ratio": sweep / direct,
+                      "sweep_startup_s": max(0.0, first - per_trial)}))
+
+
+if __name__ == "__main__":
+    main()
