@@ -55,12 +55,12 @@ def node_versions() -> list[tuple[str, str, str]]:
     return ray.get(refs, timeout=120)
 
 
-def warn_versions(versions: list[tuple[str, str, str]], out=sys.stderr) -> bool:
+def warn_versions(versions: list[tuple[str, str, str]], out=None) -> bool:
     """Print a warning when nodes differ in Ray or torch; True when they do."""
     rays, torches = {v[1] for v in versions}, {v[2] for v in versions}
     if len(rays) > 1 or len(torches) > 1:
         print("warning: nodes run different versions: " + "; ".join(
-            f"{h}: ray {r}, torch {t}" for h, r, t in versions), file=out)
+            f"{h}: ray {r}, torch {t}" for h, r, t in versions), file=out or sys.stderr)
         return True
     return False
 
