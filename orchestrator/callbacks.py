@@ -21,6 +21,7 @@ class SweepCallback(Callback):
         self.space, self.stage, self.total, self.commit = space, stage, total, commit
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.started: dict[str, float] = {}
+        self.placed: set[str] = set()
         self.done = 0
         self._client = None
 
@@ -55,6 +56,10 @@ class SweepCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_id(trial)
+        if trial.trial_id not in self.placed and "node_id" in result:
+            self.placed.add(trial.trial_id)
+            self.client.set_tag(run_id, "ray_node_id", result["node_id"])
+            self.client.set_tag(run_id, "gpu_ids", result.get("gpu_ids") or "none")
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
         val = {k[4:]: v for k, v in result.items() if k.startswith("val_")}
         tracking.log_metrics(self.client, run_id, val, "val_", step, now_ms)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -65,11 +66,14 @@ def run_trial(params: dict[str, Any]) -> None:
         with resumed.as_directory() as d:
             shutil.copy(Path(d) / CHECKPOINT, work / CHECKPOINT)
     last: dict[str, float] = {}
+    # Where the trial runs, for the MLflow tags: the Ray node and the GPU ids it was given.
+    placement = {"node_id": ray.get_runtime_context().get_node_id(),
+                 "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
 
     def report(metrics: dict[str, float]) -> None:
         last.clear()
         last.update(metrics)
-        tune.report({**prefixed(metrics, "val_"), "step": metrics["step"]},
+        tune.report({**prefixed(metrics, "val_"), "step": metrics["step"], **placement},
                     checkpoint=tune.Checkpoint.from_directory(str(work)))
 
     trainer = Trainer(config, resolve_device(config.device), params.get("data_dir"))
@@ -85,5 +89,5 @@ def run_trial(params: dict[str, Any]) -> None:
     viz.panel_png(trainer.eval_model, config, test_data[0:6], work / "panel.png")
     final = trainer.history[-1] if trainer.history else last
     tune.report({**prefixed(final, "val_"), **prefixed(test, "test_"), "step": trainer.step,
-                 "done": True}, checkpoint=tune.Checkpoint.from_directory(str(work)))
+                 "done": True, **placement}, checkpoint=tune.Checkpoint.from_directory(str(work)))
     shutil.rmtree(work, ignore_errors=True)
