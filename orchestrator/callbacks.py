@@ -61,11 +61,12 @@ class SweepCallback(Callback):
             self.client.set_tag(run_id, "ray_node_id", result["node_id"])
             self.client.set_tag(run_id, "gpu_ids", result.get("gpu_ids") or "none")
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
-        val = {k[4:]: v for k, v in result.items() if k.startswith("val_")}
-        tracking.log_metrics(self.client, run_id, val, "val_", step, now_ms)
-        test = {k[5:]: v for k, v in result.items() if k.startswith("test_")}
-        if test:
+        if result.get("done"):  # the final report repeats the last evaluation: log only the test
+            test = {k[5:]: v for k, v in result.items() if k.startswith("test_")}
             tracking.log_metrics(self.client, run_id, test, "test_", step, now_ms)
+        else:
+            val = {k[4:]: v for k, v in result.items() if k.startswith("val_")}
+            tracking.log_metrics(self.client, run_id, val, "val_", step, now_ms)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)

@@ -177,7 +177,8 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
     tracking.finish(client, state["parent_run_id"], "FINISHED")
     print(report.render_markdown_path(out), flush=True)
     uri = state["tracking_uri"]
-    print(f"results: {out}\n  {', '.join(f.name for f in files)}\n"
-          f"browse them: mlflow ui --backend-store-uri {uri}"
-          + ("" if uri.startswith("http") else " --port 5000"), file=sys.stdout, flush=True)
+    browse = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))
+              else f"mlflow ui --backend-store-uri {uri} --port 5000")
+    print(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them: {browse}",
+          flush=True)
     return 0

@@ -74,6 +74,13 @@ def check_args(a: argparse.Namespace) -> Space:
         if not 0 <= gpus <= 64:
             raise UsageError(f"--gpus-per-trial {a.gpus_per_trial!r}: must be a number >= 0 or auto")
         a.gpus_per_trial = gpus
+        if gpus > 0 and not a.address and not a.resume:
+            import torch
+
+            if torch.cuda.device_count() == 0:
+                raise UsageError(f"--gpus-per-trial {a.gpus_per_trial:g}: this "
+                                 "machine has no GPUs; use --gpus-per-trial 0 (or --address to "
+                                 "join a cluster that has them)")
     return space
 
 

@@ -8,6 +8,7 @@ resumed sweep reattaches instead of duplicating them.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -35,11 +36,13 @@ def client_for(uri: str) -> MlflowClient:
     elif not uri.startswith(("postgresql", "mysql", "databricks", "file:")):
         raise UsageError(f"--tracking-uri {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or a "
                          "database URI")
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # schema set-up chatter on a new store
     client = MlflowClient(tracking_uri=uri)
     try:
         client.search_experiments(max_results=1)
     except Exception as e:  # any failure here means no trial could be logged
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
             from None
     return client
@@ -87,12 +90,16 @@ def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, pa
     return run.info.run_id
 
 
+TRAINING = ("train_loss", "lr", "samples_per_s")
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, step: int,
                 timestamp_ms: int) -> None:
-    """The CONVENTIONS.md metrics (and the loop's own numbers) of one evaluation, prefixed."""
-    keep = [*NAMES, "train_loss", "lr", "samples_per_s"]
+    """The CONVENTIONS.md metrics of one evaluation, prefixed; the loop's own numbers unprefixed."""
     batch = [Metric(f"{prefix}{k}", float(metrics[k]), timestamp_ms, step)
-             for k in keep if k in metrics and metrics[k] is not None]
+             for k in NAMES if metrics.get(k) is not None]
+    batch += [Metric(k, float(metrics[k]), timestamp_ms, step)
+              for k in TRAINING if metrics.get(k) is not None]
     if batch:
         client.log_batch(run_id, metrics=batch)
 

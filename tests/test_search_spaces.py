@@ -1,0 +1,190 @@
+"""The declared sweeps: plain data that builds valid configs and says what the research asks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from motioncore.config import FIELDS, RunConfig
+from motioncore.metrics import NAMES
+from orchestrator.plan import DRY_RUN, cell_config, trials
+from search_spaces import Space, ablation, hpo, load, names, seed_table
+
+MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo}
+
+
+def configs(space: Space, dry_run: bool = False) -> dict[str, RunConfig]:
+    return {c.id: cell_config(space, c, dry_run=dry_run, sets={}) for c in space.cells}
+
+
+def test_registry_lists_every_space_module_under_its_own_name():
+    assert set(names()) == set(MODULES)
+    for name in names():
+        assert load(name).name == name
+    with pytest.raises(KeyError):
+        load("no_such_space")
+
+
+# --- every space ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_key_a_space_sets_is_a_config_field(name):
+    space = load(name)
+    keys = set(space.base) | set(space.search)
+    for cell in space.cells:
+        keys |= set(cell.overrides)
+    assert keys <= set(FIELDS), sorted(keys - set(FIELDS))
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_cell_builds_a_valid_config_with_its_overrides(name, dry_run):
+    space = load(name)
+    for cell in space.cells:
+        config = cell_config(space, cell, dry_run=dry_run, sets={}, seed=2)
+        assert isinstance(config, RunConfig) and config.seed == 2
+        for key, value in {**space.base, **cell.overrides}.items():
+            if not (dry_run and key in DRY_RUN):  # the dry-run budget wins over the space's
+                assert getattr(config, key) == value, (cell.id, key)
+        if dry_run:
+            for key, value in DRY_RUN.items():
+                assert getattr(config, key) == value, (cell.id, key)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_cells_are_unique_named_and_the_baseline_is_one_of_them(name):
+    space = load(name)
+    ids = [c.id for c in space.cells]
+    assert len(ids) == len(set(ids))
+    assert space.baseline in ids
+    assert all(c.id and c.design for c in space.cells)
+    hashes = [cfg.hash() for cfg in configs(space).values()]
+    assert len(hashes) == len(set(hashes)), "two cells run the same configuration"
+    assert space.metric in NAMES  # Optuna and ASHA maximise a metric every trial reports
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_docstring_shows_its_launch_command(name):
+    doc = MODULES[name].__doc__
+    assert f"python -m orchestrator.sweep --space {name}" in doc
+    assert load(name).description == doc.splitlines()[0]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_dry_run_is_one_seed_per_cell_and_real_runs_share_the_seed_list(name):
+    space = load(name)
+    dry = trials(space, seeds=3, dry_run=True, sets={})
+    assert [(t.cell.id, t.seed) for t in dry] == [(c.id, 0) for c in space.cells]
+    real = trials(space, seeds=3, dry_run=False, sets={})
+    assert Counter(t.cell.id for t in real) == {c.id: 3 for c in space.cells}
+    for cell in space.cells:
+        assert [t.seed for t in real if t.cell.id == cell.id] == [0, 1, 2]
+
+
+# --- seed_table ------------------------------------------------------------------------------
+
+def test_seed_table_is_the_twenty_cells_of_the_research_table():
+    space = seed_table.space()
+    cfgs = configs(space)
+    assert len(space.cells) == 20
+    rows = Counter((c.supervision, c.frames, c.attention, c.motion_range) for c in cfgs.values())
+    want = [("supervised", 3, "none", r) for r in (1, 2, 3, 5)]
+    want += [("unsupervised", 3, "none", r) for r in (1, 2, 3, 5)]
+    want += [("unsupervised", 5, att, r) for att in ("none", "motion", "segmentation")
+             for r in (1, 2, 3, 5)]
+    assert rows == Counter(want)
+
+
+def test_seed_table_carries_the_published_numbers_on_their_rows():
+    space = seed_table.space()
+    cfgs = configs(space)
+    published = {}
+    for cell in space.cells:
+        c = cfgs[cell.id]
+        if cell.published is not None:
+            published[(c.supervision, c.frames, c.motion_range)] = cell.published
+    assert published == {("supervised", 3, 1): 100, ("supervised", 3, 2): 100,
+                         ("supervised", 3, 3): 98, ("supervised", 3, 5): 96,
+                         ("unsupervised", 3, 3): 93}
+
+
+def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
+    space = seed_table.space()
+    cfgs = configs(space)
+    by_design: dict[str, set] = {}
+    for cell in space.cells:
+        c = cfgs[cell.id]
+        by_design.setdefault(cell.design, set()).add((c.supervision, c.frames, c.attention))
+    assert len(by_design) == 5  # sup T=3, unsup T=3, unsup T=5 x 3 attention designs
+    assert all(len(v) == 1 for v in by_design.values())
+
+
+# --- ablation --------------------------------------------------------------------------------
+
+def _changes(space: Space) -> dict[str, dict[str, object]]:
+    """Cell id -> the config fields (and values) where it differs from the baseline cell."""
+    cfgs = configs(space)
+    base = cfgs[space.baseline].to_dict()
+    return {cid: {k: v for k, v in c.to_dict().items() if v != base[k]}
+            for cid, c in cfgs.items() if cid != space.baseline}
+
+
+def test_ablation_baseline_is_unsupervised_t5_r3_noisy_segmentation():
+    space = ablation.space()
+    base = configs(space)[space.baseline]
+    assert (base.supervision, base.frames, base.motion_range, base.noise, base.attention) == (
+        "unsupervised", 5, 3, 0.5, "segmentation")
+
+
+def test_ablation_cells_each_change_exactly_one_factor():
+    changes = _changes(ablation.space())
+    for cid, diff in changes.items():
+        if diff.get("frames") == 3:  # one direction: nothing to fuse, so attention goes with it
+            assert diff == {"frames": 3, "attention": "none"}, cid
+        else:
+            assert len(diff) == 1, (cid, diff)
+
+
+def test_ablation_covers_every_axis_of_the_research_question():
+    space = ablation.space()
+    base = configs(space)[space.baseline]
+    seen: dict[str, set] = {}
+    for diff in _changes(space).values():
+        for key, value in diff.items():
+            seen.setdefault(key, {getattr(base, key)}).add(value)
+    assert seen["noise"] == {0.0, 0.25, 0.5}
+    assert seen["loss"] == {"l1", "l2"}
+    assert seen["disappear"] == {False, True}
+    assert seen["attention"] == {"none", "motion", "segmentation"}
+    assert seen["supervision"] == {"supervised", "unsupervised"}
+    assert seen["motion_range"] == {1, 2, 3, 5}
+    assert seen["frames"] == {3, 5}
+
+
+# --- hpo -------------------------------------------------------------------------------------
+
+def test_hpo_searches_lr_width_depth_batch_size_and_weight_decay():
+    space = hpo.space()
+    assert set(space.search) == {"lr", "width", "depth", "batch_size", "weight_decay"}
+    assert len(space.cells) == 1 and space.num_samples >= 1
+
+
+def test_hpo_search_bounds_are_well_formed_and_every_value_builds_a_config():
+    space = hpo.space()
+    (cell,) = space.cells
+    for key, spec in space.search.items():
+        kind, *args = spec
+        if kind == "choice":
+            (values,) = args
+            assert len(values) >= 2, key
+        else:
+            lo, hi = args
+            assert kind in ("loguniform", "uniform", "int") and lo < hi, key
+            assert kind != "loguniform" or lo > 0, key
+            assert kind != "int" or (isinstance(lo, int) and isinstance(hi, int)), key
+            values = [lo, hi]
+        for value in values:
+            for dry_run in (False, True):
+                cfg = cell_config(space, cell, dry_run=dry_run, sets={key: value})
+                assert getattr(cfg, key) == value
