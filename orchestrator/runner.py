@@ -38,6 +38,7 @@ def connect_ray(state: dict[str, Any]) -> None:
     """Start a local Ray (default) or join ``--address``; refuse GPUs the cluster lacks."""
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         if state.get("address"):
             try:
@@ -87,7 +88,9 @@ def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tu
     return tune.RunConfig(
         name=name, storage_path=state["storage_path"], callbacks=[callback], verbose=0,
         failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        # Three kept checkpoints and a 2 s experiment snapshot: a driver killed between a new
+        # checkpoint and the next snapshot still finds the one the snapshot names.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=3))
 
 
 def _fit(state, name: str, make_tuner, callback: SweepCallback, resuming: bool):

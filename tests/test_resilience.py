@@ -149,7 +149,7 @@ def test_dry_run_on_a_two_node_cluster_packs_gpus_and_logs_to_a_server(two_nodes
                        "--address", two_nodes.address, "--gpus-per-trial", "0.5",
                        "--max-concurrent", "3", "--tracking-uri", mlflow_server, "--experiment",
                        "two-nodes", "--out", "out", *_sets(), env={"RAY_ADDRESS": ""}))
-    assert "mlflow ui --backend-store-uri " + mlflow_server in out
+    assert f"browse them: open {mlflow_server}" in out
     parents, children = _runs(mlflow_server, "two-nodes")
     assert len(parents) == 1 and len(children) == len(cells)
     assert {r.info.status for r in children} == {"FINISHED"}
