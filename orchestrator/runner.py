@@ -128,7 +128,7 @@ def _search(state, space: Space, client, exp_id: str, cell_spec: plan.TrialSpec,
             state, name, callback), tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=samples,
             max_concurrent_trials=state["max_concurrent"], trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name))
+            trial_dirname_creator=_trial_name, reuse_actors=True))
 
     results = _fit(state, name, make, callback, resuming)
     best = results.get_best_result(metric=metric, mode="max", scope="last")
@@ -167,7 +167,8 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
                           run_config=_run_config(state, "replicate", callback),
                           tune_config=tune.TuneConfig(
                               max_concurrent_trials=state["max_concurrent"],
-                              trial_name_creator=_trial_name, trial_dirname_creator=_trial_name))
+                              trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+                              reuse_actors=True))  # warm workers: no torch import per trial
 
     _fit(state, "replicate", make, callback, resuming)
     from orchestrator import report
