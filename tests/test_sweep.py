@@ -228,7 +228,10 @@ def _parsed(params: dict[str, str]) -> dict:
 
 def test_one_experiment_named_after_the_space_with_one_finished_parent(sweep):
     names = {e.name for e in sweep.client.search_experiments()}
-    assert names - {"Default"} == {sweep.space.name}
+    if sweep.uri.startswith("http"):  # the session's server also holds other tests' experiments
+        assert sweep.space.name in names
+    else:
+        assert names - {"Default"} == {sweep.space.name}
     p = sweep.parent
     assert p.info.status == "FINISHED"
     assert p.info.run_name == sweep.sweep_dir.name
