@@ -293,3 +293,11 @@ def test_train_main_bad_flag_exits_2_with_one_line(tmp_path, capsys, one_line_er
     assert train_main(["--out", str(tmp_path / "run"), "--frames", "3", "--attention", "motion"]) == 2
     assert "attention='motion'" in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("scale,bad", [(255.0, "254"), (float("nan"), "nan")])
+def test_predict_rejects_frames_outside_unit_range(checkpoints, scale, bad):
+    model, config = load_model(checkpoints[3])
+    frames = odd_frames(3) * scale
+    with pytest.raises(UsageError, match=r"expected finite values in \[0, 1\]"):
+        predict(model, config, frames.astype(np.float32))
