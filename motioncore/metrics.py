@@ -57,9 +57,8 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
     if attention is not None and labels.shape[1] == 2:
         cov = true_coverage(labels, r)  # (N, 2, H, W)
         fwd_only, bwd_only = (cov[:, 0] > 0) & (cov[:, 1] == 0), (cov[:, 0] == 0) & (cov[:, 1] > 0)
-        # A tie (A = 0.5, e.g. attention "none") favours neither source: half credit, chance level.
-        score = torch.where(attention > 0.5, 1.0, torch.where(attention < 0.5, 0.0, 0.5))
-        s["attn_acc"] = (score * fwd_only).sum() + ((1 - score) * bwd_only).sum()
+        forward = attention > 0.5  # CONVENTIONS.md: A > 0.5 means forward (else backward)
+        s["attn_acc"] = (forward & fwd_only).float().sum() + (~forward & bwd_only).float().sum()
         s["_attn"] = (fwd_only | bwd_only).float().sum()
     return {k: v.detach().double().cpu() for k, v in s.items()}
 

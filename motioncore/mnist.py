@@ -89,7 +89,8 @@ def _download(stem: str, directory: Path) -> Path:
         raise MnistError(f"{directory}: {stem}.gz is missing and the directory cannot be created "
                          f"({e.strerror}); " + _fix(directory)) from None
     final = directory / f"{stem}.gz"
-    part = directory / f".{stem}.gz.part"
+    # A part file of this process's own: concurrent trials may download into one directory.
+    part = directory / f".{stem}.gz.{os.getpid()}.part"
     errors = []
     for base in _mirrors():
         url = base.rstrip("/") + f"/{stem}.gz"

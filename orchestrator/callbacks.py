@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -9,15 +10,17 @@ from pathlib import Path
 from ray.tune import Callback
 
 from orchestrator import tracking
-from orchestrator.trainable import flatten, trial_config
+from orchestrator.trainable import FINAL, flatten, trial_config
 
 
 class SweepCallback(Callback):
     """Logs every trial to MLflow under the sweep's parent run and prints progress."""
 
-    def __init__(self, uri: str, exp_id: str, parent: str, *, space: str, stage: str, total: int,
-                 commit: str):
-        self.uri, self.exp_id, self.parent = uri, exp_id, parent
+    def __init__(self, state_file: str, exp_id: str, parent: str, *, space: str, stage: str,
+                 total: int, commit: str):
+        # The tracking URI is read from the sweep's state file when first needed, so a resumed
+        # sweep (whose Tune state holds a pickled copy of this callback) logs where it is told to.
+        self.state_file, self.exp_id, self.parent = state_file, exp_id, parent
         self.space, self.stage, self.total, self.commit = space, stage, total, commit
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.started: dict[str, float] = {}
@@ -28,7 +31,8 @@ class SweepCallback(Callback):
     @property
     def client(self):
         if self._client is None:
-            self._client = tracking.client_for(self.uri)
+            uri = json.loads(Path(self.state_file).read_text())["tracking_uri"]
+            self._client = tracking.client_for(uri)
         return self._client
 
     def __getstate__(self):  # Tune pickles its run config into the experiment state
@@ -47,7 +51,7 @@ class SweepCallback(Callback):
                     "published": str(params.get("published", "")), "tune_trial_id": trial.trial_id}
             self.runs[trial.trial_id] = tracking.start_child(
                 self.client, self.exp_id, self.parent, name=name, params=config.to_dict(),
-                tags=tags, stage=self.stage)
+                tags=tags)
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -61,7 +65,7 @@ class SweepCallback(Callback):
             self.client.set_tag(run_id, "ray_node_id", result["node_id"])
             self.client.set_tag(run_id, "gpu_ids", result.get("gpu_ids") or "none")
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
-        if result.get("done"):  # the final report repeats the last evaluation: log only the test
+        if result.get(FINAL):  # the final report repeats the last evaluation: log only the test
             test = {k[5:]: v for k, v in result.items() if k.startswith("test_")}
             tracking.log_metrics(self.client, run_id, test, "test_", step, now_ms)
         else:
@@ -71,7 +75,7 @@ class SweepCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
         result = trial.last_result or {}
-        finished = bool(result.get("done"))
+        finished = bool(result.get(FINAL))
         if trial.checkpoint is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(trial.checkpoint.to_directory(tmp))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
 
 from motioncore.config import FIELDS, UsageError, parse_value
 from motioncore.metrics import NAMES
@@ -180,8 +181,8 @@ def render_markdown_path(out: Path) -> str:
 
 
 def latest_parent(client, exp_id: str) -> str:
-    runs = client.search_runs([exp_id], filter_string="tags.space != ''",
-                              order_by=["attributes.start_time DESC"], max_results=100)
+    runs = client.search_runs([exp_id], filter_string="tags.sweep_dir != ''",  # parents only
+                              order_by=["attributes.start_time DESC"], max_results=1)
     parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
     if not parents:
         raise UsageError("no sweep (parent run) in this experiment")
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         files = build(client, exp.experiment_id, parent, Path(a.out))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MlflowException as e:
+        print(f"error: --parent {a.parent!r}: {str(e).splitlines()[0][:300]}", file=sys.stderr)
         return 2
     print((Path(a.out) / "ablation.md").read_text())
     print("wrote " + ", ".join(str(f) for f in files))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +51,40 @@ def connect_ray(state: dict[str, Any]) -> None:
         else:
             ray.init(**kwargs)
     gpus = ray.cluster_resources().get("GPU", 0)
+    wants = state["gpus_per_trial"] == "auto" or state["gpus_per_trial"] > 0
+    if wants and gpus == 0 and state.get("address"):
+        gpus = wait_for_gpus()  # an autoscaling cluster starts its GPU workers on demand
     if state["gpus_per_trial"] != "auto" and state["gpus_per_trial"] > 0 and gpus == 0:
         raise UsageError(f"--gpus-per-trial {state['gpus_per_trial']}: this Ray cluster has no GPUs; "
                          "use --gpus-per-trial 0")
 
 
-def auto_gpus(state: dict[str, Any], specs: list[plan.TrialSpec]) -> float:
-    """``--gpus-per-trial auto``: 0 without GPUs, else a probe of the most memory-hungry cell."""
+def wait_for_gpus(timeout_s: float = 900) -> float:
+    """Ask the autoscaler for one GPU and wait for it; 0 when none comes (no GPU node types)."""
+    import time
+
+    from ray.autoscaler.sdk import request_resources
+
+    print("no GPU node is up yet: asking the autoscaler for one (up to "
+          f"{timeout_s / 60:.0f} min)...", flush=True)
+    try:
+        request_resources(bundles=[{"GPU": 1}])
+    except Exception as e:  # noqa: BLE001 - a cluster without an autoscaler just has no GPUs
+        print(f"  the cluster cannot scale ({str(e).splitlines()[0][:120]})", flush=True)
+        return 0.0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.cluster_resources().get("GPU", 0) > 0:
+            return ray.cluster_resources()["GPU"]
+        time.sleep(10)
+    return 0.0
+
+
+def auto_gpus(state: dict[str, Any], space: Space, specs: list[plan.TrialSpec]) -> float:
+    """``--gpus-per-trial auto``: 0 without GPUs, else a probe of the most memory-hungry trial.
+
+    The probe takes the heaviest cell at the largest values its search may sample.
+    """
     if ray.cluster_resources().get("GPU", 0) == 0:
         print("gpus-per-trial auto: no GPUs in this Ray cluster; trials run on CPUs")
         return 0.0
@@ -63,7 +92,9 @@ def auto_gpus(state: dict[str, Any], specs: list[plan.TrialSpec]) -> float:
 
     heaviest = max(specs, key=lambda s: (s.config.frames, s.config.num_classes,
                                          s.config.batch_size, s.config.width))
-    return gpu.choose(heaviest.config.to_dict(), state["data_dir"])
+    largest = {k: max(spec[1]) if spec[0] == "choice" else spec[-1]
+               for k, spec in space.search.items() if k in ("width", "depth", "batch_size")}
+    return gpu.choose(heaviest.config.replace(**largest).to_dict(), state["data_dir"])
 
 
 def _trial_params(state: dict[str, Any], spec: plan.TrialSpec) -> dict[str, Any]:
@@ -93,7 +124,7 @@ def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tu
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3))
 
 
-def _fit(state, name: str, make_tuner, callback: SweepCallback, resuming: bool):
+def _fit(state, name: str, make_tuner, resuming: bool):
     """Run one stage; restore it from storage when a previous driver started it."""
     path = f"{state['storage_path'].rstrip('/')}/{name}"
     if resuming and tune.Tuner.can_restore(path):
@@ -116,10 +147,12 @@ def _search(state, space: Space, client, exp_id: str, cell_spec: plan.TrialSpec,
     metric = f"val_{space.metric}"
     searcher = OptunaSearch(metric=metric, mode="max", study_name=name, storage=storage,
                             seed=cell_spec.config.seed)
-    steps = max(1, cell_spec.config.steps // cell_spec.config.eval_every)
+    # One report per evaluation plus the final one with the test metrics: ASHA's max_t must let
+    # every trial it does not stop reach that last report.
+    steps = max(1, math.ceil(cell_spec.config.steps / cell_spec.config.eval_every))
     scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
                               max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
-    callback = SweepCallback(state["tracking_uri"], exp_id, state["parent_run_id"],
+    callback = SweepCallback(_state_file(state), exp_id, state["parent_run_id"],
                              space=space.name, stage="search", total=samples, commit=commit)
     params = {**_trial_params(state, cell_spec), **_search_space(space.search)}
 
@@ -130,11 +163,22 @@ def _search(state, space: Space, client, exp_id: str, cell_spec: plan.TrialSpec,
             max_concurrent_trials=state["max_concurrent"], trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name, reuse_actors=True))
 
-    results = _fit(state, name, make, callback, resuming)
-    best = results.get_best_result(metric=metric, mode="max", scope="last")
-    if best is None or best.config is None:
-        raise RuntimeError(f"search in cell {cell.id} produced no result")
+    results = _fit(state, name, make, resuming)
+    scored = [r for r in results if r.error is None and r.metrics
+              and math.isfinite(r.metrics.get(metric, float("nan")))]
+    if not scored:
+        raise SearchFailed(f"the search in cell {cell.id!r} produced no successful trial "
+                           f"(see the failure_reason tags of its runs in MLflow)")
+    best = max(scored, key=lambda r: r.metrics[metric])
     return {k: best.config[k] for k in space.search if k in FIELDS}
+
+
+class SearchFailed(RuntimeError):
+    """No Optuna trial of a cell finished: nothing to replicate."""
+
+
+def _state_file(state: dict[str, Any]) -> str:
+    return str(Path(state["sweep_dir"]) / STATE)
 
 
 def _trial_name(trial) -> str:
@@ -154,11 +198,17 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
         for cell in {s.cell.id: s.cell for s in specs}.values():
             if cell.id not in best:
                 first = next(s for s in specs if s.cell.id == cell.id)
-                best[cell.id] = _search(state, space, client, exp_id, first, commit, resuming)
+                try:
+                    best[cell.id] = _search(state, space, client, exp_id, first, commit, resuming)
+                except SearchFailed as e:
+                    tracking.finish(client, state["parent_run_id"], "FAILED",
+                                    {"failure_reason": str(e)})
+                    print(f"error: {e}", file=sys.stderr, flush=True)
+                    return 1
                 save_state(state)
                 print(f"best in {cell.id}: {best[cell.id]}", flush=True)
         specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
-    callback = SweepCallback(state["tracking_uri"], exp_id, state["parent_run_id"],
+    callback = SweepCallback(_state_file(state), exp_id, state["parent_run_id"],
                              space=space.name, stage="replicate", total=len(specs), commit=commit)
     grid = [_trial_params(state, s) for s in specs]
 
@@ -170,7 +220,7 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
                               trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                               reuse_actors=True))  # warm workers: no torch import per trial
 
-    _fit(state, "replicate", make, callback, resuming)
+    _fit(state, "replicate", make, resuming)
     from orchestrator import report
 
     out = Path(state["sweep_dir"])

@@ -140,7 +140,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     runner.connect_ray(state)
     preflight.run(uri, storage)
     if state["gpus_per_trial"] == "auto":
-        state["gpus_per_trial"] = runner.auto_gpus(state, plan.trials(
+        state["gpus_per_trial"] = runner.auto_gpus(state, space, plan.trials(
             space, seeds=1, dry_run=a.dry_run, sets=sets, cells=a.cells))
     sweep_dir.mkdir(parents=True)
     exp_id = tracking.experiment_id(client, state["experiment"], root / "mlartifacts"
@@ -162,6 +162,7 @@ def resume(a: argparse.Namespace) -> int:
         state["tracking_uri"] = a.tracking_uri
     if a.address:
         state["address"] = a.address
+    runner.save_state(state)  # trial logging reads the tracking URI from here
     client = tracking.client_for(state["tracking_uri"])
     exp = client.get_experiment_by_name(state["experiment"])
     if exp is None:

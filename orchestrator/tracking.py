@@ -69,19 +69,19 @@ def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, s
     return run.info.run_id
 
 
-def find_child(client: MlflowClient, exp_id: str, parent: str, config_hash: str, seed: int,
-               stage: str):
-    """The child run of ``parent`` for (stage, config hash, seed), or None."""
-    runs = client.search_runs(
-        [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and tags.config_hash = "
-        f"'{config_hash}' and tags.seed = '{seed}' and tags.stage = '{stage}'", max_results=5)
+def find_child(client: MlflowClient, exp_id: str, parent: str, tags: dict[str, str]):
+    """The child run of ``parent`` for (stage, cell, config hash, seed), or None."""
+    keys = ("stage", "cell", "config_hash", "seed")
+    where = " and ".join(f"tags.{k} = '{tags[k]}'" for k in keys)
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and {where}",
+                              max_results=5)
     return runs[0] if runs else None
 
 
 def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, params: dict,
-                tags: dict[str, str], stage: str) -> str:
+                tags: dict[str, str]) -> str:
     """Create the child run for a trial, or reattach to the one a previous attempt made."""
-    existing = find_child(client, exp_id, parent, tags["config_hash"], int(tags["seed"]), stage)
+    existing = find_child(client, exp_id, parent, tags)
     if existing is not None:
         client.update_run(existing.info.run_id, status="RUNNING")
         return existing.info.run_id

@@ -21,6 +21,8 @@ from motioncore.train import Trainer, dataset, fit
 
 CHECKPOINT = "checkpoint.pt"
 FAULT_ENV = "MOTIONCORE_FAULT"
+FINAL = "final"  # marks the last report, which carries the test metrics (Tune's "done" also
+# marks results of trials a scheduler stopped)
 
 
 def trial_config(params: dict[str, Any]) -> RunConfig:
@@ -58,9 +60,16 @@ def inject_fault(cell: str, trainer: Trainer) -> None:
 def run_trial(params: dict[str, Any]) -> None:
     """Train one configuration; report validation metrics per period and test metrics at the end."""
     params = flatten(params)
-    config = trial_config(params)
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
     work = Path(tempfile.mkdtemp(prefix="motioncore-trial-"))
+    try:  # Tune ends a stopped trial with SystemExit inside report(): clean up all the same
+        _train_and_report(params, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_and_report(params: dict[str, Any], work: Path) -> None:
+    config = trial_config(params)
     resumed = tune.get_checkpoint()
     if resumed is not None:  # a retried or resumed trial continues from its last checkpoint
         with resumed.as_directory() as d:
@@ -89,5 +98,4 @@ def run_trial(params: dict[str, Any]) -> None:
     viz.panel_png(trainer.eval_model, config, test_data[0:6], work / "panel.png")
     final = trainer.history[-1] if trainer.history else last
     tune.report({**prefixed(final, "val_"), **prefixed(test, "test_"), "step": trainer.step,
-                 "done": True, **placement}, checkpoint=tune.Checkpoint.from_directory(str(work)))
-    shutil.rmtree(work, ignore_errors=True)
+                 FINAL: True, **placement}, checkpoint=tune.Checkpoint.from_directory(str(work)))

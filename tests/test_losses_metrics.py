@@ -238,7 +238,8 @@ def test_true_coverage_counts_incoming_content():
 @pytest.mark.parametrize("a_fwd_only,a_bwd_only,want", [
     (0.7, 0.2, 1.0),  # both favour the source that covers them
     (0.3, 0.2, 0.5),  # the forward-only pixel favours the wrong side
-    (0.5, 0.9, 0.25),  # a tie earns half; the backward-only pixel is wrong
+    (0.5, 0.9, 0.0),  # A = 0.5 is not > 0.5, so it means backward: both pixels wrong
+    (0.5, 0.5, 0.5),  # attention "none": backward everywhere, right on the backward-only pixel
 ])
 def test_attn_acc_on_a_hand_made_case(a_fwd_only, a_bwd_only, want):
     # 1x5 row. Forward: pixel 1 moves right -> coverage [1, 0, 2, 1, 1].
