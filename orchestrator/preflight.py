@@ -66,9 +66,17 @@ def warn_versions(versions: list[tuple[str, str, str]], out=None) -> bool:
 
 
 def run(tracking_uri: str, storage_path: str) -> None:
-    """All checks for the connected cluster (a no-op on one node)."""
+    """All checks for the connected cluster (a no-op on a one-host cluster that runs trials).
+
+    A head that offers no CPUs (cluster.yaml's) runs no trial itself: its trials will run on
+    workers the autoscaler has yet to start, on other hosts, so the storage checks apply.
+    """
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    if len(alive) <= 1:
-        return
-    check_shared(tracking_uri, storage_path, hosts())
-    warn_versions(node_versions())
+    here = ray.get_runtime_context().get_node_id()
+    head_runs_nothing = any(n["NodeID"] == here and n["Resources"].get("CPU", 0) == 0 for n in alive)
+    host_list = hosts()
+    if head_runs_nothing and len(host_list) == 1:
+        host_list = [*host_list, "(autoscaled workers)"]
+    check_shared(tracking_uri, storage_path, host_list)
+    if len(alive) > 1:
+        warn_versions(node_versions())
