@@ -16,11 +16,6 @@ from motioncore.losses import splat
 NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy", "attn_acc")
 
 
-def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Argmax over the K motion classes (never the disappear class): ``(N, D, H, W)``."""
-    return logits[:, :, :num_classes].argmax(dim=2)
-
-
 def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:
     """How much source content lands on each target pixel under the true motion ``(N, D, H, W)``."""
     n, d, h, w = labels.shape

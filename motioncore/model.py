@@ -10,7 +10,7 @@ from torch import nn
 
 from motioncore.config import RunConfig
 from motioncore.data import input_frames
-from motioncore.losses import splat
+from motioncore.losses import motion_probs, reconstruct, splat
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -117,3 +117,18 @@ class MotionNet(nn.Module):
         ones = logits.new_ones(n * 2, h, w)
         coverage = splat(ones, probs.flatten(0, 1), self.motion_range).view(n, 2, h, w)
         return self.head(coverage)
+
+
+class Prediction(NamedTuple):
+    classes: torch.Tensor  # (N, D, H, W) argmax over the K motion classes
+    recon: torch.Tensor  # (N, H, W) the fused reconstruction of the target frame
+    attention: torch.Tensor | None  # (N, H, W) for T=5
+
+
+@torch.no_grad()
+def predict_batch(model: MotionNet, frames: torch.Tensor) -> Prediction:
+    """What evaluation, prediction and pictures need from one forward pass."""
+    out = model(frames)
+    k = model.num_classes
+    _, recon = reconstruct(frames, motion_probs(out.logits, k), out.attention, model.motion_range)
+    return Prediction(out.logits[:, :, :k].argmax(dim=2), recon, out.attention)

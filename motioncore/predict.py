@@ -10,9 +10,7 @@ import torch
 
 from motioncore.config import UsageError, from_dict
 from motioncore.data import displacements
-from motioncore.losses import motion_probs, reconstruct
-from motioncore.metrics import predicted_classes
-from motioncore.model import MotionNet
+from motioncore.model import MotionNet, predict_batch
 from motioncore.train import load_checkpoint
 
 
@@ -39,13 +37,11 @@ def predict(model: MotionNet, config, frames: np.ndarray, batch_size: int = 256)
     out = {"classes": [], "target": [], "attention": []}
     table = displacements(config.motion_range)
     for chunk in torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).split(batch_size):
-        o = model(chunk)
-        probs = motion_probs(o.logits, config.num_classes)
-        _, fused = reconstruct(chunk, probs, o.attention, config.motion_range)
-        out["classes"].append(predicted_classes(o.logits, config.num_classes))
-        out["target"].append(fused)
-        if o.attention is not None:
-            out["attention"].append(o.attention)
+        p = predict_batch(model, chunk)
+        out["classes"].append(p.classes)
+        out["target"].append(p.recon)
+        if p.attention is not None:
+            out["attention"].append(p.attention)
     classes = torch.cat(out["classes"])  # (N, D, H, W)
     result = {"classes": classes.numpy(), "motion": table[classes].numpy(),
               "target": torch.cat(out["target"]).numpy().astype(np.float32)}

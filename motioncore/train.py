@@ -30,9 +30,9 @@ from motioncore.config import (
     resolve_device,
 )
 from motioncore.data import MovingDigits
-from motioncore.losses import motion_probs, objective, reconstruct
-from motioncore.metrics import add, batch_sums, finalize, predicted_classes
-from motioncore.model import MotionNet
+from motioncore.losses import objective
+from motioncore.metrics import add, batch_sums, finalize
+from motioncore.model import MotionNet, predict_batch
 
 Report = Callable[[dict[str, float]], None]
 EVAL_BATCH = 250
@@ -67,13 +67,10 @@ def evaluate(model: MotionNet, config: RunConfig, data: MovingDigits, n: int) ->
     model.eval()
     total = None
     for batch in data.batches(EVAL_BATCH, n):
-        out = model(batch.frames)
-        probs = motion_probs(out.logits, config.num_classes)
-        _, fused = reconstruct(batch.frames, probs, out.attention, config.motion_range)
+        p = predict_batch(model, batch.frames)
         total = add(total, batch_sums(
-            pred=predicted_classes(out.logits, config.num_classes), labels=batch.labels,
-            fg=batch.fg, r=config.motion_range, frames=batch.frames, recon=fused,
-            attention=out.attention))
+            pred=p.classes, labels=batch.labels, fg=batch.fg, r=config.motion_range,
+            frames=batch.frames, recon=p.recon, attention=p.attention))
     model.train(was_training)
     return finalize(total)
 

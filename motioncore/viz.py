@@ -62,15 +62,12 @@ def sequences_png(batch: Batch, r: int, path, rows: int = 4) -> None:
 @torch.no_grad()
 def panel_png(model, config, batch: Batch, path) -> None:
     """Per test sequence: inputs, true and predicted motion, attention, reconstruction, error."""
-    from motioncore.losses import motion_probs, reconstruct
-    from motioncore.metrics import predicted_classes
+    from motioncore.model import predict_batch
 
     plt = _plt()
     model.eval()
-    out = model(batch.frames)
-    probs = motion_probs(out.logits, config.num_classes)
-    _, fused = reconstruct(batch.frames, probs, out.attention, config.motion_range)
-    pred = predicted_classes(out.logits, config.num_classes)
+    p = predict_batch(model, batch.frames)
+    pred, fused = p.classes, p.recon
     r, t, d = config.motion_range, config.frames, config.directions
     target = batch.frames[:, 2]
     titles = [f"frame {i}" for i in range(t)]
@@ -84,7 +81,7 @@ def panel_png(model, config, batch: Batch, path) -> None:
         cells += [(flow_rgb(batch.labels[i, j], r), None, None) for j in range(d)]
         cells += [(flow_rgb(pred[i, j], r), None, None) for j in range(d)]
         if t == 5:
-            cells.append((out.attention[i], "coolwarm", 1))
+            cells.append((p.attention[i], "coolwarm", 1))
         cells += [(fused[i], "gray", 1), ((fused[i] - target[i]).abs(), "magma", 0.5)]
         for j, (img, cmap, vmax) in enumerate(cells):
             img = img.cpu().numpy() if torch.is_tensor(img) else img

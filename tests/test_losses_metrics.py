@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from motioncore import mnist
+from motioncore.config import from_dict
 from motioncore.data import class_index, make_batch
 from motioncore.losses import (
     motion_probs,
@@ -21,8 +22,8 @@ from motioncore.losses import (
     supervised_loss,
     unsupervised_loss,
 )
-from motioncore.metrics import NAMES, add, batch_sums, finalize, predicted_classes, true_coverage
-from motioncore.model import MotionNet
+from motioncore.metrics import NAMES, add, batch_sums, finalize, true_coverage
+from motioncore.model import MotionNet, predict_batch
 
 
 def shifted(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -135,7 +136,16 @@ def test_penalty_and_motion_probs():
     probs = motion_probs(logits, 9)
     assert probs.shape == (1, 1, 9, 2, 2)
     assert torch.all(probs.sum(2) < 0.1)  # the disappear mass is not splatted
-    assert torch.equal(predicted_classes(logits, 9), torch.zeros(1, 1, 2, 2, dtype=torch.int64))
+
+
+def test_predicted_classes_never_name_the_disappear_class():
+    config = from_dict(dict(width=4, depth=1, motion_range=1, disappear=True, device="cpu"))
+    model = MotionNet(config).eval()
+    with torch.no_grad():
+        model.unet.head.bias[config.num_classes] = 50.0  # the disappear logit dominates everywhere
+    p = predict_batch(model, torch.rand(2, 3, 9, 11))
+    assert p.classes.shape == (2, 1, 9, 11)
+    assert int(p.classes.max()) < config.num_classes
 
 
 def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
