@@ -12,8 +12,8 @@ from __future__ import annotations
 from search_spaces import Cell, Space
 
 BASELINE = dict(supervision="unsupervised", frames=5, motion_range=3, noise=0.5,
-                attention="segmentation", loss="l1", disappear=False, steps=6000,
-                reverse_weight=0.5)
+                attention="segmentation", loss="l1", disappear=False, steps=6000, lr=3e-3,
+                reverse_weight=0.5, entropy_weight=0.01, smooth_weight=0.05, hard_weight=0.5)
 AXES = {
     "motion_range": (1, 2, 3, 5),
     "frames": (3, 5),
