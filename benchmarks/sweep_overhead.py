@@ -46,9 +46,11 @@ def _train(config: dict) -> float:
 
 
 def calibrate(seconds: float) -> int:
-    """Steps for one training of about ``seconds`` (measured on 40 steps)."""
-    probe = _train(_config(0, 40))
-    return max(10, int(40 * seconds / probe))
+    """Steps for one training of about ``seconds``: fixed cost and per-step cost from two probes."""
+    _train(_config(0, 10))  # warm-up: imports, MNIST, first-call costs
+    short, long = _train(_config(0, 40)), _train(_config(0, 160))
+    per_step = (long - short) / 120
+    return max(10, int((seconds - (short - 40 * per_step)) / per_step))
 
 
 def run_direct(n: int, steps: int, concurrency: int) -> float:

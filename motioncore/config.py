@@ -21,6 +21,12 @@ CHOICES = {
 }
 
 
+# The metric names of CONVENTIONS.md (defined in metrics.py; here so that callers without
+# torch, like the sweep driver, can name them).
+METRIC_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy",
+                "attn_acc")
+
+
 class UsageError(ValueError):
     """A value the user chose is not allowed; the message is one line naming it and what is."""
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from motioncore.config import METRIC_NAMES
 from motioncore.data import TARGET, class_index, displacements, sources
 from motioncore.losses import splat
 
-NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy", "attn_acc")
+NAMES = METRIC_NAMES
 
 
 def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
 from motioncore.config import FIELDS, UsageError, parse_value
-from motioncore.metrics import NAMES
+from motioncore.config import METRIC_NAMES as NAMES
 from orchestrator import tracking
 from search_spaces import load
 

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,13 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     """Preflight, then a new sweep directory, parent run and the Tune stages."""
     root = Path(a.out)
     uri = a.tracking_uri or tracking.default_uri(root)
-    client = tracking.client_for(uri)
+    # A tracking server is checked before anything starts; a new local sqlite store takes seconds
+    # to create its schema, so that happens while Ray starts.
+    pending = None
+    if tracking.is_local(uri):
+        pending = ThreadPoolExecutor(1).submit(tracking.client_for, uri)
+    else:
+        client = tracking.client_for(uri)
     data_dir = _check_data(a.data_dir)
     sweep_dir = root / f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     while sweep_dir.exists():
@@ -138,6 +145,8 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     from orchestrator import runner
 
     runner.connect_ray(state)
+    if pending is not None:
+        client = pending.result()
     preflight.run(uri, storage)
     if state["gpus_per_trial"] == "auto":
         state["gpus_per_trial"] = runner.auto_gpus(state, space, plan.trials(

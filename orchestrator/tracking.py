@@ -16,14 +16,19 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from motioncore.config import METRIC_NAMES as NAMES
 from motioncore.config import UsageError
-from motioncore.metrics import NAMES
 
 PARENT_TAG = "mlflow.parentRunId"
 
 
 def default_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def is_local(uri: str) -> bool:
+    """A store in a file on this host (created on first use)."""
+    return uri.startswith(("sqlite:", "file:"))
 
 
 def client_for(uri: str) -> MlflowClient:

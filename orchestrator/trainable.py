@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
 from motioncore.config import FIELDS, RunConfig, from_dict, resolve_device
-from motioncore.train import Trainer, dataset, fit
+
+# torch and the training code are imported inside the trial: the sweep driver needs neither.
 
 CHECKPOINT = "checkpoint.pt"
 FAULT_ENV = "MOTIONCORE_FAULT"
@@ -39,7 +39,7 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 
-def inject_fault(cell: str, trainer: Trainer) -> None:
+def inject_fault(cell: str, trainer) -> None:
     """Fault injection for failure drills: ``MOTIONCORE_FAULT=CELL:raise`` or ``CELL:nan``.
 
     ``raise`` makes the trial raise; ``nan`` poisons one weight so the real training loop
@@ -53,12 +53,16 @@ def inject_fault(cell: str, trainer: Trainer) -> None:
         if kind == "raise":
             raise RuntimeError(f"injected fault in cell {cell}")
         if kind == "nan":
+            import torch
+
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("nan"))
 
 
 def run_trial(params: dict[str, Any]) -> None:
     """Train one configuration; report validation metrics per period and test metrics at the end."""
+    import torch
+
     params = flatten(params)
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
     work = Path(tempfile.mkdtemp(prefix="motioncore-trial-"))
@@ -69,6 +73,8 @@ def run_trial(params: dict[str, Any]) -> None:
 
 
 def _train_and_report(params: dict[str, Any], work: Path) -> None:
+    from motioncore.train import Trainer, dataset, fit
+
     config = trial_config(params)
     resumed = tune.get_checkpoint()
     if resumed is not None:  # a retried or resumed trial continues from its last checkpoint
