@@ -135,7 +135,7 @@ def _fit(state, name: str, make_tuner, resuming: bool):
     return tuner.fit()
 
 
-def _search(state, space: Space, client, exp_id: str, cell_spec: plan.TrialSpec, commit: str,
+def _search(state, space: Space, exp_id: str, cell_spec: plan.TrialSpec, commit: str,
             resuming: bool) -> dict[str, Any]:
     """Optuna + ASHA inside one cell; returns the best sampled values."""
     import optuna
@@ -199,7 +199,7 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
             if cell.id not in best:
                 first = next(s for s in specs if s.cell.id == cell.id)
                 try:
-                    best[cell.id] = _search(state, space, client, exp_id, first, commit, resuming)
+                    best[cell.id] = _search(state, space, exp_id, first, commit, resuming)
                 except SearchFailed as e:
                     tracking.finish(client, state["parent_run_id"], "FAILED",
                                     {"failure_reason": str(e)})
