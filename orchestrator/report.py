@@ -176,10 +176,6 @@ def build(client, exp_id: str, parent: str, out: Path, space=None) -> list[Path]
     return files
 
 
-def render_markdown_path(out: Path) -> str:
-    return (out / "ablation.md").read_text()
-
-
 def latest_parent(client, exp_id: str) -> str:
     runs = client.search_runs([exp_id], filter_string="tags.sweep_dir != ''",  # parents only
                               order_by=["attributes.start_time DESC"], max_results=1)

@@ -228,7 +228,7 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
     for f in files:
         client.log_artifact(state["parent_run_id"], str(f))
     tracking.finish(client, state["parent_run_id"], "FINISHED")
-    print(report.render_markdown_path(out), flush=True)
+    print((out / "ablation.md").read_text(), flush=True)
     uri = state["tracking_uri"]
     browse = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))
               else f"mlflow ui --backend-store-uri {uri} --port 5000")

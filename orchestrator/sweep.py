@@ -20,8 +20,6 @@ from motioncore.config import UsageError
 from orchestrator import plan, preflight, tracking
 from search_spaces import Space, load, names
 
-METRIC_MODE = "max"
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.split("\n")[0])
@@ -106,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
             return 0
         return start(a, space, sets)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except mnist.MnistError as e:
+    except (UsageError, mnist.MnistError) as e:  # both are the user's input: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
 
