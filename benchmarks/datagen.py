@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 
 import numpy as np
@@ -41,24 +42,33 @@ def baseline_sequence(img: np.ndarray, v: tuple[int, int], frames: int, r: int, 
     return out, labels
 
 
-def time_baseline(images: np.ndarray, n: int, r: int, frames: int, noise: float) -> float:
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for _ in range(n):
-        img = images[rng.integers(len(images))]
-        v = tuple(int(x) for x in rng.integers(-r, r + 1, 2))
-        baseline_sequence(img, v, frames, r, noise, rng)
-    return n / (time.perf_counter() - start)
+def median_rate(run, n: int, repeats: int) -> float:
+    """Median over ``repeats`` runs of ``n / seconds`` (one untimed warm-up run first)."""
+    run()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
-def time_project(gen: MovingDigits, n: int, batch: int, sync) -> float:
-    gen[0:batch]  # warm-up
-    sync()
-    start = time.perf_counter()
-    for s in range(0, n, batch):
-        gen[s:s + batch]
-    sync()
-    return n / (time.perf_counter() - start)
+def time_baseline(images: np.ndarray, n: int, r: int, frames: int, noise: float, repeats: int) -> float:
+    def run():
+        rng = np.random.default_rng(0)
+        for _ in range(n):
+            img = images[rng.integers(len(images))]
+            v = tuple(int(x) for x in rng.integers(-r, r + 1, 2))
+            baseline_sequence(img, v, frames, r, noise, rng)
+    return median_rate(run, n, repeats)
+
+
+def time_project(gen: MovingDigits, n: int, batch: int, sync, repeats: int) -> float:
+    def run():
+        for s in range(0, n, batch):
+            gen[s:s + batch]
+        sync()
+    return median_rate(run, n, repeats)
 
 
 def main() -> None:
@@ -66,23 +76,26 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     p.add_argument("--data-dir")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     r, frames, noise = 5, 5, 0.5
     params = dict(motion_range=r, frames=frames, noise=noise, data_dir=a.data_dir)
     cpu = MovingDigits("train", **params)
-    result = {"n": a.n, "batch": a.batch, "threads": a.threads, "T": frames, "r": r,
+    result = {"n": a.n, "batch": a.batch, "threads": a.threads, "repeats": a.repeats, "T": frames, "r": r,
               "noise": noise, "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__}
-    result["project_seq_per_s"] = time_project(cpu, a.n, a.batch, lambda: None)
+    result["project_seq_per_s"] = time_project(cpu, a.n, a.batch, lambda: None, a.repeats)
     result["project_10k_seconds"] = 10_000 / result["project_seq_per_s"]
-    result["baseline_seq_per_s"] = time_baseline(cpu.images.numpy(), min(a.n, 5000), r, frames, noise)
+    result["baseline_seq_per_s"] = time_baseline(cpu.images.numpy(), min(a.n, 5000), r, frames, noise,
+                                                 a.repeats)
     result["speedup"] = result["project_seq_per_s"] / result["baseline_seq_per_s"]
     if torch.cuda.is_available():
         gpu = MovingDigits("train", **params, device="cuda")
         result["cuda_device"] = torch.cuda.get_device_name()
-        result["cuda_project_seq_per_s"] = time_project(gpu, a.n * 10, a.batch, torch.cuda.synchronize)
+        result["cuda_project_seq_per_s"] = time_project(gpu, a.n * 10, a.batch, torch.cuda.synchronize,
+                                                         a.repeats)
         result["cuda_speedup"] = result["cuda_project_seq_per_s"] / result["baseline_seq_per_s"]
     print(json.dumps(result))
 

@@ -8,7 +8,9 @@ import torch
 
 from motioncore import mnist
 from motioncore.data import (
+    NOISE_ROWS,
     MovingDigits,
+    background,
     class_index,
     displacements,
     make_batch,
@@ -208,6 +210,40 @@ def test_big_batches_made_in_chunks_match_small_ones(mnist_dir):
     tail = gen[gen.CHUNK - 5:gen.CHUNK + 40]
     assert torch.equal(big.frames[gen.CHUNK - 5:], tail.frames)
     assert torch.equal(big.labels[gen.CHUNK - 5:], tail.labels)
+
+
+@pytest.mark.parametrize("params", [
+    dict(motion_range=5, frames=5, noise=0.5),
+    dict(motion_range=2, frames=3, noise=0.3, digits=3, image_size=40),
+    dict(motion_range=3, frames=5, image_size=16),  # canvas smaller than a digit: a crop
+    dict(motion_range=20, frames=5),  # shifts beyond the canvas: windows clamped off the digit
+])
+def test_pre_padded_digits_give_the_same_sequences_as_raw_ones(mnist_dir, images, params):
+    """MovingDigits pads its digits once (``margin``); make_batch on raw digits pads per batch."""
+    gen = MovingDigits("train", seed=2, data_dir=mnist_dir, **params)
+    assert gen.params["margin"] > 0
+    padded = gen[100:300]
+    raw = make_batch(images["train"], torch.arange(100, 300), split="train", seed=2, **params)
+    for field in ("frames", "labels", "masks", "velocity"):
+        assert torch.equal(getattr(padded, field), getattr(raw, field)), field
+
+
+def test_background_fields_are_uniform_and_independent_between_sequences():
+    """Fields are frac(A[i] + B[j]): uniform, and uncorrelated even where two share a table row."""
+    bits = torch.arange(4096) * 7919 % NOISE_ROWS**2
+    fields = background(bits, 28 * 28)  # (4096, 784)
+    assert fields.min() >= 0 and fields.max() < 1
+    assert abs(fields.mean().item() - 0.5) < 0.005 and abs(fields.var().item() - 1 / 12) < 0.002
+    hist = torch.histc(fields, bins=10, min=0, max=1) / fields.numel()
+    assert (hist - 0.1).abs().max() < 0.005
+    assert torch.equal(background(bits[:5], 784), fields[:5])  # a function of the bits only
+    rows_a = bits % NOISE_ROWS
+    for i in (0, 5):  # pairs of sequences with the same first row, different second ones
+        same = (rows_a == rows_a[i]).nonzero().flatten()
+        a, b = fields[same[0]], fields[same[1]]
+        assert not torch.equal(a, b)
+        corr = torch.corrcoef(torch.stack([a, b]))[0, 1]
+        assert abs(corr) < 0.15, corr  # 784 samples: |r| of independent fields is ~0.036
 
 
 def test_different_seeds_and_splits_differ(images):
