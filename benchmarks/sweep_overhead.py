@@ -60,20 +60,27 @@ def run_direct(n: int, steps: int, concurrency: int) -> float:
     return time.perf_counter() - start
 
 
-def run_sweep(n: int, steps: int, concurrency: int, out: Path) -> tuple[float, float]:
+def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = False) -> dict[str, float]:
     cmd = [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells", CELL,
            "--seeds", str(n), "--max-concurrent", str(concurrency), "--out", str(out),
            "--set", f"steps={steps}", "--set", f"eval_every={max(1, steps // 3)}",
            "--set", "val_size=250", "--set", "test_size=500"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first_trial = None
+    marks: dict[str, float] = {}
     for line in proc.stdout:
-        if first_trial is None and re.match(r"\[1/\d+\]", line):
-            first_trial = time.perf_counter() - start
+        now = time.perf_counter() - start
+        if verbose:
+            print(f"{now:7.2f}  {line}", end="", file=sys.stderr)
+        if line.startswith("sweep "):
+            marks.setdefault("sweep_started_s", now)  # imports, Ray and MLflow are up
+        if re.match(r"\[\d+/\d+\]", line):
+            marks.setdefault("first_trial_done_s", now)
+            marks["last_trial_done_s"] = now
     if proc.wait() != 0:
         raise SystemExit(f"sweep failed: {' '.join(cmd)}")
-    return time.perf_counter() - start, first_trial or float("nan")
+    marks["sweep_s"] = time.perf_counter() - start
+    return marks
 
 
 def main() -> None:
@@ -81,18 +88,24 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--trial-seconds", type=float, default=30)
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--steps", type=int, help="skip the calibration: steps per training")
+    p.add_argument("--skip-direct", type=float, metavar="SECONDS",
+                   help="skip the direct run and take this as its wall time")
+    p.add_argument("--verbose", action="store_true", help="echo the sweep's output with timestamps")
     a = p.parse_args()
-    steps = calibrate(a.trial_seconds)
-    direct = run_direct(a.trials, steps, a.concurrency)
+    steps = a.steps or calibrate(a.trial_seconds)
+    direct = a.skip_direct or run_direct(a.trials, steps, a.concurrency)
     with tempfile.TemporaryDirectory() as tmp:
-        sweep, first = run_sweep(a.trials, steps, a.concurrency, Path(tmp))
+        marks = run_sweep(a.trials, steps, a.concurrency, Path(tmp), a.verbose)
     # Start-up: what the sweep spends before its trials run, estimated from the first trial's
-    # finish against one direct training's duration.
+    # finish against one direct training's duration; tear-down: after the last trial's result.
     per_trial = direct * a.concurrency / a.trials
     print(json.dumps({"trials": a.trials, "trial_seconds": a.trial_seconds, "steps": steps,
                       "concurrency": a.concurrency, "cpus": os.cpu_count(), "direct_s": direct,
-                      "sweep_s": sweep, "overhead_ratio": sweep / direct,
-                      "sweep_startup_s": max(0.0, first - per_trial)}))
+                      "sweep_s": marks["sweep_s"], "overhead_ratio": marks["sweep_s"] / direct,
+                      "sweep_startup_s": max(0.0, marks.get("first_trial_done_s", 0) - per_trial),
+                      "sweep_teardown_s": marks["sweep_s"] - marks.get("last_trial_done_s", 0),
+                      **{k: marks[k] for k in ("sweep_started_s", "first_trial_done_s") if k in marks}}))
 
 
 if __name__ == "__main__":

@@ -59,9 +59,35 @@ def sequences_png(batch: Batch, r: int, path, rows: int = 4) -> None:
     plt.close(fig)
 
 
+def _rgb(img, cmap: str | None, vmax: float | None) -> np.ndarray:
+    """One panel cell as RGB ``(H, W, 3)`` floats: colour maps applied, RGB passed through."""
+    img = img.detach().cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
+    if cmap is None:
+        return img[..., :3]
+    from matplotlib import colormaps
+
+    return colormaps[cmap](np.clip(img / vmax, 0, 1))[..., :3]
+
+
+def mosaic(cells: list[list[np.ndarray]], scale: int = 4, gap: int = 3) -> np.ndarray:
+    """Rows of equally sized RGB cells -> one image, each pixel ``scale`` x ``scale``, white gaps."""
+    h, w = cells[0][0].shape[:2]
+    rows, cols = len(cells), len(cells[0])
+    out = np.ones((rows * (h * scale + gap) - gap, cols * (w * scale + gap) - gap, 3))
+    for i, row in enumerate(cells):
+        for j, cell in enumerate(row):
+            y, x = i * (h * scale + gap), j * (w * scale + gap)
+            out[y:y + h * scale, x:x + w * scale] = cell.repeat(scale, 0).repeat(scale, 1)
+    return out
+
+
 @torch.no_grad()
 def panel_png(model, config, batch: Batch, path) -> None:
-    """Per test sequence: inputs, true and predicted motion, attention, reconstruction, error."""
+    """Per test sequence: inputs, true and predicted motion, attention, reconstruction, error.
+
+    The cells are composed into one image under one set of axes: a tenth of the time of a grid
+    of subplots, which matters because every sweep trial draws one.
+    """
     from motioncore.model import predict_batch
 
     plt = _plt()
@@ -74,26 +100,29 @@ def panel_png(model, config, batch: Batch, path) -> None:
     titles += [f"true f{sources(t)[j]}" for j in range(d)] + [f"pred f{sources(t)[j]}" for j in range(d)]
     titles += ["attention A"] if t == 5 else []
     titles += ["reconstruction", "|error|"]
-    n = batch.frames.shape[0]
-    fig, axes = plt.subplots(n, len(titles), figsize=(1.5 * len(titles), 1.6 * n), squeeze=False)
-    for i in range(n):
-        cells = [(batch.frames[i, j], "gray", 1) for j in range(t)]
-        cells += [(flow_rgb(batch.labels[i, j], r), None, None) for j in range(d)]
-        cells += [(flow_rgb(pred[i, j], r), None, None) for j in range(d)]
+    rows = []
+    for i in range(batch.frames.shape[0]):
+        cells = [_rgb(batch.frames[i, j], "gray", 1) for j in range(t)]
+        cells += [flow_rgb(batch.labels[i, j], r) for j in range(d)]
+        cells += [flow_rgb(pred[i, j], r) for j in range(d)]
         if t == 5:
-            cells.append((p.attention[i], "coolwarm", 1))
-        cells += [(fused[i], "gray", 1), ((fused[i] - target[i]).abs(), "magma", 0.5)]
-        for j, (img, cmap, vmax) in enumerate(cells):
-            img = img.cpu().numpy() if torch.is_tensor(img) else img
-            axes[i, j].imshow(img, cmap=cmap, vmin=0 if cmap else None, vmax=vmax)
-            if i == 0:
-                axes[i, j].set_title(titles[j], fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+            cells.append(_rgb(p.attention[i], "coolwarm", 1))
+        cells += [_rgb(fused[i], "gray", 1), _rgb((fused[i] - target[i]).abs(), "magma", 0.5)]
+        rows.append(cells)
+    scale, gap = 4, 3
+    image = mosaic(rows, scale, gap)
+    step = batch.frames.shape[-1] * scale + gap
+    fig, ax = plt.subplots(figsize=(image.shape[1] / 100 + 0.4, image.shape[0] / 100 + 0.8))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([j * step + (step - gap) / 2 for j in range(len(titles))], titles, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     acc = (pred == batch.labels).float().mean().item()
-    fig.suptitle(f"{config.supervision} T={t} r={r} attention={config.attention}: "
-                 f"acc {acc:.3f} on these sequences (A>0.5 favours forward)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.set_title(f"{config.supervision} T={t} r={r} attention={config.attention}: acc {acc:.3f} "
+                 "on these sequences (A>0.5 favours forward)", fontsize=8, pad=16)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.9)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
