@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,50 +33,6 @@ def load_state(sweep_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise UsageError(f"--resume {sweep_dir}: no {STATE} there; pass a directory a sweep created")
     return json.loads(path.read_text())
-
-
-def connect_ray(state: dict[str, Any]) -> None:
-    """Start a local Ray (default) or join ``--address``; refuse GPUs the cluster lacks."""
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if state.get("address"):
-            try:
-                ray.init(address=state["address"], **kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UsageError(f"--address {state['address']!r}: cannot join a Ray cluster "
-                                 f"({str(e).splitlines()[0][:200]})") from None
-        else:
-            ray.init(**kwargs)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    wants = state["gpus_per_trial"] == "auto" or state["gpus_per_trial"] > 0
-    if wants and gpus == 0 and state.get("address"):
-        gpus = wait_for_gpus()  # an autoscaling cluster starts its GPU workers on demand
-    if state["gpus_per_trial"] != "auto" and state["gpus_per_trial"] > 0 and gpus == 0:
-        raise UsageError(f"--gpus-per-trial {state['gpus_per_trial']}: this Ray cluster has no GPUs; "
-                         "use --gpus-per-trial 0")
-
-
-def wait_for_gpus(timeout_s: float = 900) -> float:
-    """Ask the autoscaler for one GPU and wait for it; 0 when none comes (no GPU node types)."""
-    import time
-
-    from ray.autoscaler.sdk import request_resources
-
-    print("no GPU node is up yet: asking the autoscaler for one (up to "
-          f"{timeout_s / 60:.0f} min)...", flush=True)
-    try:
-        request_resources(bundles=[{"GPU": 1}])
-    except Exception as e:  # noqa: BLE001 - a cluster without an autoscaler just has no GPUs
-        print(f"  the cluster cannot scale ({str(e).splitlines()[0][:120]})", flush=True)
-        return 0.0
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ray.cluster_resources().get("GPU", 0) > 0:
-            return ray.cluster_resources()["GPU"]
-        time.sleep(10)
-    return 0.0
 
 
 def auto_gpus(state: dict[str, Any], space: Space, specs: list[plan.TrialSpec]) -> float:

@@ -113,8 +113,8 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     """Preflight, then a new sweep directory, parent run and the Tune stages."""
     root = Path(a.out)
     uri = a.tracking_uri or tracking.default_uri(root)
-    # A tracking server is checked before anything starts; a new local sqlite store takes seconds
-    # to create its schema, so that happens while Ray starts.
+    # A tracking server is checked before anything starts. A local store is opened while Ray
+    # starts: importing MLflow and creating a new sqlite schema take seconds.
     pending = None
     if tracking.is_local(uri):
         pending = ThreadPoolExecutor(1).submit(tracking.client_for, uri)
@@ -137,11 +137,11 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         "storage_path": storage,
         "data_dir": data_dir, "sweep_dir": str(sweep_dir.resolve()),
     }
-    from orchestrator import runner
-
-    runner.connect_ray(state)
+    preflight.connect_ray(state)
     if pending is not None:
         client = pending.result()
+    from orchestrator import runner
+
     preflight.run(uri, storage)
     if state["gpus_per_trial"] == "auto":
         state["gpus_per_trial"] = runner.auto_gpus(state, space, plan.trials(
@@ -172,7 +172,7 @@ def resume(a: argparse.Namespace) -> int:
     if exp is None:
         raise UsageError(f"--resume {a.resume}: experiment {state['experiment']!r} is not in "
                          f"{state['tracking_uri']}; pass the --tracking-uri the sweep used")
-    runner.connect_ray(state)
+    preflight.connect_ray(state)
     print(f"resuming sweep {state['sweep_dir']}", flush=True)
     return runner.run(state, client, exp.experiment_id, resuming=True)
 

@@ -8,16 +8,20 @@ resumed sweep reattaches instead of duplicating them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
-
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from motioncore.config import METRIC_NAMES as NAMES
 from motioncore.config import UsageError
+
+if TYPE_CHECKING:  # mlflow takes seconds to import: the sweep imports it while Ray starts
+    from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -36,13 +40,20 @@ def client_for(uri: str) -> MlflowClient:
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    elif uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    elif not uri.startswith(("postgresql", "mysql", "databricks", "file:")):
+    new_db = None
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            new_db = path
+            _copy_schema(path)
+    elif not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks", "file:")):
         raise UsageError(f"--tracking-uri {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or a "
                          "database URI")
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)  # schema set-up chatter on a new store
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     try:
         client.search_experiments(max_results=1)
@@ -50,7 +61,48 @@ def client_for(uri: str) -> MlflowClient:
         reason = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
             from None
+    if new_db is not None:
+        _save_schema(new_db)
     return client
+
+
+def _schema_template() -> Path:
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "motioncore" / f"mlflow-{mlflow.__version__}-schema.db"
+
+
+def _copy_schema(path: Path) -> None:
+    """Start a new sqlite store from a cached empty one: MLflow's schema migrations take seconds.
+
+    The template has no experiments; MLflow adds its Default experiment (whose artifact location
+    depends on the working directory) when it opens the copy.
+    """
+    template = _schema_template()
+    try:
+        if template.exists():
+            shutil.copyfile(template, path)
+    except OSError:  # MLflow creates the schema itself
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _save_schema(path: Path) -> None:
+    """Keep an empty copy of a store MLflow has just created, for ``_copy_schema``."""
+    template = _schema_template()
+    if template.exists():
+        return
+    tmp = template.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, tmp)
+        with sqlite3.connect(tmp) as db:
+            db.execute("DELETE FROM experiments")
+        tmp.replace(template)
+    except (OSError, sqlite3.Error):  # an unwritable cache only costs the next new store time
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -86,6 +138,8 @@ def find_child(client: MlflowClient, exp_id: str, parent: str, tags: dict[str, s
 def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, params: dict,
                 tags: dict[str, str]) -> str:
     """Create the child run for a trial, or reattach to the one a previous attempt made."""
+    from mlflow.entities import Param
+
     existing = find_child(client, exp_id, parent, tags)
     if existing is not None:
         client.update_run(existing.info.run_id, status="RUNNING")
@@ -101,6 +155,8 @@ TRAINING = ("train_loss", "lr", "samples_per_s")
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, step: int,
                 timestamp_ms: int) -> None:
     """The CONVENTIONS.md metrics of one evaluation, prefixed; the loop's own numbers unprefixed."""
+    from mlflow.entities import Metric
+
     batch = [Metric(f"{prefix}{k}", float(metrics[k]), timestamp_ms, step)
              for k in NAMES if metrics.get(k) is not None]
     batch += [Metric(k, float(metrics[k]), timestamp_ms, step)
@@ -111,6 +167,8 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, s
 
 def finish(client: MlflowClient, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
     if tags:
+        from mlflow.entities import RunTag
+
         client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     client.set_terminated(run_id, status=status)
 
