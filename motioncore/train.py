@@ -187,32 +187,37 @@ def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
 
 
 class Progress:
-    """A one-line progress bar on stderr (steps, rate, loss, ETA), redrawn at most once a second."""
+    """Progress on stderr (steps, rate, loss, ETA): on a terminal one bar redrawn at most once a
+    second; into a log file or pipe, one line every 30 s."""
 
     def __init__(self, total: int, enabled: bool):
         self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self.every = 1.0 if self.tty else 30.0
+        self.cr = "\r" if self.tty else ""
         self.start = self.last = time.perf_counter()
 
     def update(self, step: int, loss: float) -> None:
         now = time.perf_counter()
-        if not self.enabled or (now - self.last < 1.0 and step < self.total):
+        if not self.enabled or (now - self.last < self.every and step < self.total):
             return
         self.last = now
         rate = step / max(now - self.start, 1e-9)
         eta = (self.total - step) / max(rate, 1e-9)
         done = int(30 * step / max(self.total, 1))
-        print(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} {rate:.1f} it/s "
-              f"loss {loss:.4f} eta {eta:.0f}s ", end="", file=sys.stderr, flush=True)
+        print(f"{self.cr}[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} {rate:.1f} it/s "
+              f"loss {loss:.4f} eta {eta:.0f}s ", end="" if self.tty else "\n", file=sys.stderr,
+              flush=True)
 
     def note(self, m: dict) -> None:
         if self.enabled:
-            print(f"\rstep {m['step']:>6}: val acc {m['acc']:.4f} acc_fg {m['acc_fg']:.4f} "
+            print(f"{self.cr}step {m['step']:>6}: val acc {m['acc']:.4f} acc_fg {m['acc_fg']:.4f} "
                   f"(zero {m['acc_zero']:.4f}) epe {m['epe']:.3f} recon_l1 {m['recon_l1']:.4f}"
                   + (f" attn_acc {m['attn_acc']:.3f}" if "attn_acc" in m else "") + " " * 10,
                   file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             print(file=sys.stderr)
 
 

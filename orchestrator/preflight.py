@@ -88,13 +88,17 @@ def run(tracking_uri: str, storage_path: str) -> None:
         warn_versions(node_versions())
 
 
-def connect_ray(state: dict[str, Any]) -> None:
-    """Start a local Ray (default) or join ``--address``; refuse GPUs the cluster lacks."""
-    if not ray.is_initialized():
+def connect_ray(state: dict[str, Any]) -> bool:
+    """Start a local Ray (default) or join ``--address``; refuse GPUs the cluster lacks.
+
+    True when this call connected (and the sweep should disconnect when done).
+    """
+    started = not ray.is_initialized()
+    if started:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-        # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records, and the
-        # TensorBoard one imports torch into the driver: 2-3 s of CPU taken from the trials.
+        # Tune's default loggers include TensorBoard's, which imports torch into the driver (2-3 s
+        # of CPU taken from the trials); the runner adds back the JSON and CSV ones.
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         if state.get("address"):
@@ -112,6 +116,7 @@ def connect_ray(state: dict[str, Any]) -> None:
     if state["gpus_per_trial"] != "auto" and state["gpus_per_trial"] > 0 and gpus == 0:
         raise UsageError(f"--gpus-per-trial {state['gpus_per_trial']}: this Ray cluster has no GPUs; "
                          "use --gpus-per-trial 0")
+    return started
 
 
 def wait_for_gpus(timeout_s: float = 900) -> float:

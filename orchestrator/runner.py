@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from motioncore.config import FIELDS, UsageError
@@ -71,8 +73,11 @@ def _trainable(state: dict[str, Any]):
 
 
 def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tune.RunConfig:
+    # Tune's per-trial result.json and progress.csv (which its result grid reads) but not its
+    # TensorBoard logger, which imports torch into the driver (set off in preflight).
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     return tune.RunConfig(
-        name=name, storage_path=state["storage_path"], callbacks=[callback], verbose=0,
+        name=name, storage_path=state["storage_path"], callbacks=[callback, *loggers], verbose=0,
         failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
         # Three kept checkpoints and a 2 s experiment snapshot: a driver killed between a new
         # checkpoint and the next snapshot still finds the one the snapshot names.
@@ -142,8 +147,13 @@ def _trial_name(trial) -> str:
     return f"{cfg.get('cell', 'trial')}-s{seed}-{trial.trial_id}"
 
 
-def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> int:
-    """All stages, then the tables; the parent run ends FINISHED with the tables attached."""
+def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False,
+        stop_ray: bool = False) -> int:
+    """All stages, then the tables; the parent run ends FINISHED with the tables attached.
+
+    ``stop_ray``: disconnect from Ray once the trials are over (a local Ray takes seconds to
+    stop, which then overlaps building the tables).
+    """
     space = load(state["space"])
     specs = plan.trials(space, seeds=state["seeds"], dry_run=state["dry_run"], sets=state["sets"],
                         cells=state.get("cells"))
@@ -179,7 +189,11 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False) -> i
     from orchestrator import report
 
     out = Path(state["sweep_dir"])
-    files = report.build(client, exp_id, state["parent_run_id"], out, space)
+    with ThreadPoolExecutor(1) as pool:
+        tables = pool.submit(report.build, client, exp_id, state["parent_run_id"], out, space)
+        if stop_ray:
+            ray.shutdown()
+        files = tables.result()
     for f in files:
         client.log_artifact(state["parent_run_id"], str(f))
     tracking.finish(client, state["parent_run_id"], "FINISHED")

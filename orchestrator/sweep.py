@@ -137,7 +137,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         "storage_path": storage,
         "data_dir": data_dir, "sweep_dir": str(sweep_dir.resolve()),
     }
-    preflight.connect_ray(state)
+    owns_ray = preflight.connect_ray(state)
     if pending is not None:
         client = pending.result()
     from orchestrator import runner
@@ -155,7 +155,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     runner.save_state(state)
     print(f"sweep {sweep_dir}  (MLflow parent run {state['parent_run_id']}, experiment "
           f"{state['experiment']!r})", flush=True)
-    return runner.run(state, client, exp_id)
+    return runner.run(state, client, exp_id, stop_ray=owns_ray)
 
 
 def resume(a: argparse.Namespace) -> int:
@@ -172,9 +172,9 @@ def resume(a: argparse.Namespace) -> int:
     if exp is None:
         raise UsageError(f"--resume {a.resume}: experiment {state['experiment']!r} is not in "
                          f"{state['tracking_uri']}; pass the --tracking-uri the sweep used")
-    preflight.connect_ray(state)
+    owns_ray = preflight.connect_ray(state)
     print(f"resuming sweep {state['sweep_dir']}", flush=True)
-    return runner.run(state, client, exp.experiment_id, resuming=True)
+    return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)
 
 
 def _check_data(flag: str | None) -> str | None:
