@@ -60,11 +60,13 @@ def run_direct(n: int, steps: int, concurrency: int) -> float:
     return time.perf_counter() - start
 
 
-def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = False) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells", CELL,
+def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = False,
+              cell: str = CELL, extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """The sweep CLI on ``n`` seeds of ``cell``; wall time and when its first/last trials ended."""
+    cmd = [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells", cell,
            "--seeds", str(n), "--max-concurrent", str(concurrency), "--out", str(out),
            "--set", f"steps={steps}", "--set", f"eval_every={max(1, steps // 3)}",
-           "--set", "val_size=250", "--set", "test_size=500"]
+           "--set", "val_size=250", "--set", "test_size=500", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marks: dict[str, float] = {}
