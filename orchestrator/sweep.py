@@ -117,7 +117,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     # starts: importing MLflow and creating a new sqlite schema take seconds.
     pending = None
     if tracking.is_local(uri):
-        pending = ThreadPoolExecutor(1).submit(tracking.client_for, uri)
+        pending = ThreadPoolExecutor(1).submit(_open_store, uri)
     else:
         client = tracking.client_for(uri)
     data_dir = _check_data(a.data_dir)
@@ -175,6 +175,14 @@ def resume(a: argparse.Namespace) -> int:
     owns_ray = preflight.connect_ray(state)
     print(f"resuming sweep {state['sweep_dir']}", flush=True)
     return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)
+
+
+def _open_store(uri: str):
+    """The tracking client, then Tune's modules: both import for seconds, off Ray's start-up path."""
+    client = tracking.client_for(uri)
+    from orchestrator import runner  # noqa: F401
+
+    return client
 
 
 def _check_data(flag: str | None) -> str | None:
