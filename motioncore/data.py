@@ -4,10 +4,10 @@ Everything follows CONVENTIONS.md: frames ``(N, T, H, W)`` in [0, 1], target fra
 sources frame 1 (forward, d=0) and frame 3 (backward, d=1, T=5 only), labels on the
 source grids as class ``k = (dy + r) * (2r + 1) + (dx + r)``.
 
-Randomness is a counter-based hash of ``(seed, split, index, stream, element)``, so a
-sequence depends on nothing but its index: batch size, batch composition and device
-do not change it, and a whole batch is made with a handful of tensor ops on the device
-its digits live on (no Python loop over samples or pixels).
+Randomness is a counter-based hash of ``(seed, split, index, stream)``, so a sequence
+depends on nothing but its index: batch size, batch composition and device do not change it.
+A batch's per-sequence integers are a few NumPy ops on the host and its pixels a few tensor
+ops on the device its digits live on (no Python loop over samples or pixels).
 """
 
 from __future__ import annotations
@@ -259,12 +259,18 @@ class MovingDigits:
         check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                      image_size=image_size, split=split)
         self.split = split
-        self.images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
+        images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
         margin = reach(motion_range=motion_range, digits=digits, image_size=image_size,
-                       digit_size=self.images.shape[-1])
-        self._padded = pad_digits(self.images, margin)  # windows never need a per-batch pad
+                       digit_size=images.shape[-1])
+        self._padded = pad_digits(images, margin)  # windows never need a per-batch pad
         self.params = dict(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                            image_size=image_size, seed=seed, split=split, margin=margin)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The split's uint8 digits ``(N, 28, 28)``: a view into the padded copy."""
+        m = self.params["margin"]
+        return self._padded[:, m:-m, m:-m]
 
     def __getitem__(self, indices) -> Batch:
         """Sequences at ``indices`` (a slice, a list or a tensor of ints)."""
