@@ -112,7 +112,9 @@ def panel_png(model, config, batch: Batch, path) -> None:
     scale, gap = 4, 3
     image = mosaic(rows, scale, gap)
     step = batch.frames.shape[-1] * scale + gap
-    fig, ax = plt.subplots(figsize=(image.shape[1] / 100 + 0.4, image.shape[0] / 100 + 0.8))
+    legend_w = 1.3  # inches: the colour key of the motion columns
+    fig = plt.figure(figsize=(image.shape[1] / 100 + 0.4 + legend_w, image.shape[0] / 100 + 0.8))
+    ax, key = fig.subplots(1, 2, width_ratios=[image.shape[1] / 100 + 0.4, legend_w])
     ax.imshow(image, interpolation="nearest")
     ax.set_xticks([j * step + (step - gap) / 2 for j in range(len(titles))], titles, fontsize=7)
     ax.xaxis.tick_top()
@@ -123,6 +125,12 @@ def panel_png(model, config, batch: Batch, path) -> None:
     acc = (pred == batch.labels).float().mean().item()
     ax.set_title(f"{config.supervision} T={t} r={r} attention={config.attention}: acc {acc:.3f} "
                  "on these sequences (A>0.5 favours forward)", fontsize=8, pad=16)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.9)
+    key.imshow(wheel_rgb(r), extent=(-r - .5, r + .5, r + .5, -r - .5), interpolation="nearest")
+    key.set_title("motion (dx, dy)\nwhite: none", fontsize=7)
+    key.set_xticks([-r, 0, r])
+    key.set_yticks([-r, 0, r])
+    key.tick_params(labelsize=6, length=2)
+    key.set_box_aspect(1)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.9, wspace=0.08)
     fig.savefig(path, dpi=100)
     plt.close(fig)
