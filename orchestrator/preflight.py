@@ -97,9 +97,6 @@ def connect_ray(state: dict[str, Any]) -> bool:
     if started:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-        # Tune's default loggers include TensorBoard's, which imports torch into the driver (2-3 s
-        # of CPU taken from the trials); the runner adds back the JSON and CSV ones.
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         if state.get("address"):
             try:
