@@ -44,6 +44,7 @@ def main() -> None:
             marks = run_sweep(a.trials, a.steps, cap, Path(tmp), a.verbose, a.cell, extra)
         result[f"{name}_s"] = marks["sweep_s"]
         result[f"{name}_trials_per_hour"] = a.trials * 3600 / marks["sweep_s"]
+        print(json.dumps({"run": name, **marks}), file=sys.stderr, flush=True)
     result["packing_gain"] = result["packed_trials_per_hour"] / result["one_per_gpu_trials_per_hour"]
     print(json.dumps(result))
 

@@ -1,6 +1,6 @@
 """Training samples per second of the default model, and the share of step time spent on data.
 
-    python benchmarks/train_step.py [--steps 20] [--threads 2] [--no-compile]
+    python benchmarks/train_step.py [--steps 20] [--threads 2] [--no-compile] [--variants eager,bf16]
 
 Supervised and unsupervised T=5 (r=3, segmentation attention), batch 64 and 256, eager and
 torch.compile; on a GPU also bf16 autocast and channels_last. Prints one JSON object last.
@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--variants", help="comma-separated subset of eager, compile, bf16, "
+                   "bf16+channels_last (the last two on CUDA only)")
     p.add_argument("--data-dir")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -68,6 +70,12 @@ def main() -> None:
     if device.type == "cuda":
         variants += [("bf16", {"bf16": True}), ("bf16+channels_last",
                                                 {"bf16": True, "channels_last": True})]
+    if a.variants:
+        wanted = a.variants.split(",")
+        known = {name for name, _ in variants}
+        if not set(wanted) <= known:
+            p.error(f"--variants {a.variants}: allowed on this device: {', '.join(sorted(known))}")
+        variants = [v for v in variants if v[0] in wanted]
     for supervision in ("supervised", "unsupervised"):
         for batch in (64, 256):
             cfg = RunConfig(frames=5, motion_range=3, noise=0.5, supervision=supervision,
