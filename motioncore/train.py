@@ -135,7 +135,8 @@ class Trainer:
 
     def load(self, path: str | os.PathLike) -> None:
         state = load_checkpoint(path)
-        if state["config"] != self.config.to_dict():
+        # The device is where a run computes, not what it is: a CUDA run resumes on a CPU.
+        if {**state["config"], "device": None} != {**self.config.to_dict(), "device": None}:
             raise UsageError(f"checkpoint {path} was written by a different config")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])

@@ -78,6 +78,9 @@ def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tu
     # default TensorBoard logger, which imports torch into the driver: 2-3 s of CPU taken from
     # the trials. Tune reads the switch when the stage starts.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Each report's checkpoint forces a snapshot of the experiment (num_to_keep below), by
+    # design; Tune would warn about it after every few-second trial on a GPU.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     return tune.RunConfig(
         name=name, storage_path=state["storage_path"], callbacks=[callback, *loggers], verbose=0,

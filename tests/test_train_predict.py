@@ -100,6 +100,9 @@ def test_checkpoint_round_trip(tiny_config, tmp_path):
     assert a.train_step() == b.train_step()
     with pytest.raises(UsageError, match="different config"):
         Trainer(cfg.replace(lr=1e-3), CPU).load(tmp_path / "ck.pt")
+    elsewhere = Trainer(cfg.replace(device="auto"), CPU)  # a run may resume on another device
+    elsewhere.load(tmp_path / "ck.pt")
+    assert elsewhere.step == 3
 
 
 def test_resume_from_the_middle_matches_one_uninterrupted_run(tiny_config, tmp_path):
