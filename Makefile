@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 MNIST ?= $(MOTIONCORE_DATA)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-gpu lint bench clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -16,6 +16,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-gpu: setup  # the CUDA paths, on a machine with a GPU (they skip without one)
+	$(PY) -m pytest -q -m gpu
+
+bench: setup  # every benchmark in turn (minutes); each prints one JSON line last
+	$(PY) benchmarks/datagen.py
+	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/gpu_packing.py
 
 lint: setup
 	.venv/bin/ruff check .

@@ -7,6 +7,8 @@ leave every packed trial room for its peak plus its own CUDA context, with a saf
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import ray
 
@@ -29,27 +31,38 @@ def fraction(per_gpu: int) -> float:
     return math.floor(100 / per_gpu) / 100
 
 
+def mps_running(environ=os.environ) -> bool:
+    """Whether an NVIDIA MPS control daemon listens on this node (its pipe directory's socket).
+
+    Without MPS the GPU time-slices between processes; with it, packed trials' kernels run side
+    by side, which made packing pay 2.5x instead of 1.6x on an H100 (benchmarks/README.md).
+    """
+    pipes = Path(environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+    return (pipes / "control").exists()
+
+
 @ray.remote(num_gpus=1)
-def _probe(config_dict: dict, data_dir: str | None, steps: int) -> tuple[int, int]:
+def _probe(config_dict: dict, data_dir: str | None, steps: int) -> tuple[int, int, bool]:
     import torch
 
     from motioncore.config import from_dict
     from motioncore.train import Trainer
 
     if not torch.cuda.is_available():
-        return 0, 0
+        return 0, 0, False
     config = from_dict({**config_dict, "device": "cuda"})
     trainer = Trainer(config, torch.device("cuda"), data_dir)
     torch.cuda.reset_peak_memory_stats()
     for _ in range(steps):
         trainer.train_step()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_reserved(), torch.cuda.get_device_properties(0).total_memory
+    return (torch.cuda.max_memory_reserved(), torch.cuda.get_device_properties(0).total_memory,
+            mps_running())
 
 
 def choose(config_dict: dict, data_dir: str | None, steps: int = 20) -> float:
     """Run the probe on one GPU and return the fraction to request per trial."""
-    peak, total = ray.get(_probe.remote(config_dict, data_dir, steps))
+    peak, total, mps = ray.get(_probe.remote(config_dict, data_dir, steps))
     if total == 0:  # logical GPUs without CUDA (tests, misconfigured nodes): one trial per GPU
         print("gpus-per-trial auto: the probe found no CUDA device; using 1 GPU per trial")
         return 1.0
@@ -57,4 +70,8 @@ def choose(config_dict: dict, data_dir: str | None, steps: int = 20) -> float:
     frac = fraction(per)
     print(f"gpus-per-trial auto: probe peak {peak / 2**20:.0f} MiB of {total / 2**30:.1f} GiB; "
           f"packing {per} trials per GPU (fraction {frac})")
+    if per > 1 and not mps:
+        print("gpus-per-trial auto: no NVIDIA MPS daemon on the probed node, so packed trials "
+              "time-slice the GPU; `nvidia-cuda-mps-control -d` on each GPU node lets their "
+              "kernels run side by side (cluster.yaml starts it)")
     return frac

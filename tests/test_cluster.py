@@ -121,3 +121,18 @@ def test_packing_rejects_nonsense():
         gpu.trials_per_gpu(-1, GiB)
     with pytest.raises(ValueError):
         gpu.trials_per_gpu(GiB, 0)
+
+
+def test_mps_is_detected_by_its_control_pipe(tmp_path):
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
+    assert not gpu.mps_running(env)
+    (tmp_path / "control").touch()  # the daemon's named pipe
+    assert gpu.mps_running(env)
+    assert gpu.mps_running({}) == (Path("/tmp/nvidia-mps") / "control").exists()
+
+
+def test_gpu_workers_start_mps_before_ray(cluster):
+    commands = cluster["worker_start_ray_commands"]
+    mps = next(i for i, c in enumerate(commands) if "nvidia-cuda-mps-control -d" in c)
+    assert mps < next(i for i, c in enumerate(commands) if "ray start" in c)
+
