@@ -15,7 +15,10 @@ RANGES = (1, 2, 3, 5)
 PUBLISHED_SUPERVISED = {1: 100.0, 2: 100.0, 3: 98.0, 5: 96.0}  # "supervised 2 frames, UNet"
 PUBLISHED_UNSUPERVISED = {3: 93.0}  # "unsupervised 3 frames, UNet"
 # Training budgets per row (steps of batch 64); unsupervised rows need far more than supervised.
-SUPERVISED_STEPS = {1: 1500, 2: 2000, 3: 2500, 5: 4000}
+# r=1 reaches its row with a doubled learning rate in two thirds of the steps (3 seeds: acc
+# 99.69 +- 0.17, acc_fg 98.87 +- 0.49, against 99.65 / 98.69 for 1500 steps at 2e-3).
+SUPERVISED = {1: dict(steps=1000, lr=4e-3), 2: dict(steps=2000), 3: dict(steps=2500),
+              5: dict(steps=4000)}
 # Unsupervised levers measured to help (T=3, r=3, noise 0.5: acc_fg 39% with reverse+entropy+
 # smoothness alone, 51% adding the straight-through argmax term and lr 3e-3).
 UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, steps=6000, lr=3e-3, reverse_weight=0.5,
@@ -25,7 +28,7 @@ UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, steps=6000, lr=3e-3, 
 def space() -> Space:
     cells = [
         Cell(f"sup_T3_r{r}", dict(supervision="supervised", frames=3, motion_range=r, noise=0.0,
-                                  steps=SUPERVISED_STEPS[r]),
+                                  **SUPERVISED[r]),
              design="supervised T=3", published=PUBLISHED_SUPERVISED[r])
         for r in RANGES
     ]

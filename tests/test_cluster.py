@@ -135,4 +135,3 @@ def test_gpu_workers_start_mps_before_ray(cluster):
     commands = cluster["worker_start_ray_commands"]
     mps = next(i for i, c in enumerate(commands) if "nvidia-cuda-mps-control -d" in c)
     assert mps < next(i for i, c in enumerate(commands) if "ray start" in c)
-
