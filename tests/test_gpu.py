@@ -37,7 +37,7 @@ def test_training_on_cuda_learns_and_its_checkpoint_evaluates_the_same_on_cpu(ti
     first, last = trainer.history[0], trainer.history[-1]
     assert last["acc_fg"] > first["acc_fg"] + 0.2 and test["acc"] > test["acc_zero"], trainer.history
 
-    on_cpu = Trainer(tiny_config(**{**config.to_dict(), "device": "cpu"}), torch.device("cpu"))
+    on_cpu = Trainer(config.replace(device="cpu"), torch.device("cpu"))
     on_cpu.load(tmp_path / "ckpt.pt")
     cpu_test = evaluate(on_cpu.eval_model, on_cpu.config, on_cpu.val_data, 256)
     assert cpu_test["acc_fg"] == pytest.approx(last["acc_fg"], abs=0.01)
