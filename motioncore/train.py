@@ -33,6 +33,7 @@ from motioncore.data import MovingDigits
 from motioncore.losses import objective
 from motioncore.metrics import add, batch_sums, finalize
 from motioncore.model import MotionNet, predict_batch
+from motioncore.optim import AdamW
 
 Report = Callable[[dict[str, float]], None]
 EVAL_BATCH = 250
@@ -82,8 +83,7 @@ class Trainer:
         self.config, self.device = config, device
         self.model = build_model(config, device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                     weight_decay=config.weight_decay)
+        self.opt = AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_data = dataset(config, "train", device, data_dir)
