@@ -34,7 +34,7 @@ def measure(config: RunConfig, device: torch.device, steps: int, *, compile_: bo
     for i in range(steps + 3):  # the first three are warm-up (and compilation)
         sync()
         t0 = time.perf_counter()
-        batch = trainer.train_data[i * config.batch_size:(i + 1) * config.batch_size]
+        batch = trainer.batch_at(i)  # as training gets it (several steps' batches at once on a GPU)
         sync()
         t1 = time.perf_counter()
         with autocast:

@@ -277,9 +277,9 @@ class MovingDigits:
         if isinstance(indices, slice):
             indices = torch.arange(indices.start or 0, indices.stop)
         indices = torch.as_tensor(indices)
-        if len(indices) <= self.CHUNK:
+        if len(indices) <= self.CHUNK or self._padded.device.type != "cpu":
             return make_batch(self._padded, indices, **self.params)
-        # Huge batches are made in cache-sized chunks: same values, several times faster on CPU.
+        # Huge batches are made in cache-sized chunks on CPU: same values, several times faster.
         parts = [make_batch(self._padded, c, **self.params) for c in indices.split(self.CHUNK)]
         return Batch(*(torch.cat([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
 

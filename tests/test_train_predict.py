@@ -128,6 +128,21 @@ def test_resume_from_the_middle_matches_one_uninterrupted_run(tiny_config, tmp_p
             {k: v for k, v in b.items() if k != "samples_per_s"}
 
 
+def test_prefetched_batches_train_exactly_like_one_batch_per_call(tiny_config, tmp_path):
+    """What a GPU run does by default (several steps' sequences per generator call), on CPU."""
+    cfg = tiny_config(noise=0.3, steps=7, eval_every=7)
+    one, ahead = Trainer(cfg, CPU, prefetch=1), Trainer(cfg, CPU, prefetch=3)
+    for step in (0, 1, 2, 3, 6, 5):  # forwards, into the last short block, and back
+        a, b = one.batch_at(step), ahead.batch_at(step)
+        assert b.frames.shape[0] == cfg.batch_size
+        for field in ("frames", "labels", "masks", "velocity"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), (step, field)
+    assert ahead._ahead[0] == 5  # step 5 lies before the block that served step 6: regenerated
+    _, test_one = fit(cfg, trainer=Trainer(cfg, CPU, prefetch=1))
+    trained, test_ahead = fit(cfg, trainer=Trainer(cfg, CPU, prefetch=3))
+    assert test_ahead == test_one and trained.step == 7
+
+
 def test_train_main_resume_with_another_config_exits_2_with_one_line(tiny_config, tmp_path, capsys,
                                                                      one_line_error):
     Trainer(tiny_config(lr=1e-3), CPU).save(tmp_path / "run" / "checkpoint.pt")
