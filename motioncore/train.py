@@ -108,7 +108,7 @@ class Trainer:
         b = self.config.batch_size
         if self.prefetch <= 1:
             return self.train_data[step * b:(step + 1) * b]
-        if self._ahead is None or not 0 <= step - self._ahead[0] < self.prefetch:
+        if self._ahead is None or not 0 <= step - self._ahead[0] < len(self._ahead[1].frames) // b:
             count = max(1, min(self.prefetch, self.config.steps - step))
             self._ahead = (step, self.train_data[step * b:(step + count) * b])
         first, ahead = self._ahead

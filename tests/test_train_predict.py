@@ -132,7 +132,7 @@ def test_prefetched_batches_train_exactly_like_one_batch_per_call(tiny_config, t
     """What a GPU run does by default (several steps' sequences per generator call), on CPU."""
     cfg = tiny_config(noise=0.3, steps=7, eval_every=7)
     one, ahead = Trainer(cfg, CPU, prefetch=1), Trainer(cfg, CPU, prefetch=3)
-    for step in (0, 1, 2, 3, 6, 5):  # forwards, into the last short block, and back
+    for step in (0, 1, 2, 3, 6, 7, 5):  # forwards, into the last short block, past it, and back
         a, b = one.batch_at(step), ahead.batch_at(step)
         assert b.frames.shape[0] == cfg.batch_size
         for field in ("frames", "labels", "masks", "velocity"):
