@@ -29,6 +29,17 @@ def test_the_cuda_generator_makes_the_cpu_sequences(mnist_dir, params):
     torch.testing.assert_close(gpu.frames.cpu(), cpu.frames, rtol=0, atol=1e-6)
 
 
+def test_cuda_training_batches_come_several_per_call_and_match_the_cpu(tiny_config):
+    config = tiny_config(device="cuda", batch_size=96, steps=20, noise=0.5, frames=5)
+    on_gpu = Trainer(config, torch.device("cuda"))
+    assert on_gpu.prefetch == 8
+    cpu = MovingDigits("train", motion_range=config.motion_range, frames=5, noise=0.5, seed=config.seed)
+    for step in (0, 7, 8, 16, 19):  # 8 x 96 = 768 sequences per call: one unchunked CUDA batch
+        batch = on_gpu.batch_at(step)
+        assert torch.equal(batch.labels.cpu(), cpu[step * 96:(step + 1) * 96].labels), step
+    assert len(on_gpu._ahead[1].frames) == 4 * 96  # the last call stops at config.steps
+
+
 def test_training_on_cuda_learns_and_its_checkpoint_evaluates_the_same_on_cpu(tiny_config, tmp_path):
     config = tiny_config(device="cuda", width=16, depth=2, steps=600, eval_every=200, val_size=256,
                          test_size=256, batch_size=32, motion_range=1, frames=3, lr=3e-3)
