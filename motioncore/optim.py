@@ -44,12 +44,11 @@ class AdamW:
     def step(self) -> None:
         group = self.param_groups[0]
         lr, wd, eps, (b1, b2) = group["lr"], group["weight_decay"], group["eps"], group["betas"]
-        active = [i for i, p in enumerate(self.params) if p.grad is not None]
-        for i in active:
-            self.steps[i] += 1
         by_step: dict[int, list[int]] = {}  # one pass per step count (one pass in practice)
-        for i in active:
-            by_step.setdefault(self.steps[i], []).append(i)
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.steps[i] += 1
+                by_step.setdefault(self.steps[i], []).append(i)
         for t, idx in by_step.items():
             params = [self.params[i] for i in idx]
             grads = [self.params[i].grad for i in idx]
@@ -70,13 +69,15 @@ class AdamW:
     def load_state_dict(self, state: dict) -> None:
         """Load ``state_dict()`` output, or a ``torch.optim.AdamW`` state of the same parameters."""
         if "state" in state:  # torch.optim's layout: {"state": {index: {...}}, "param_groups"}
-            per = state["state"]
+            per = state["state"]  # parameters that never had a gradient have no entry
+
+            def column(key: str) -> list:
+                return [per[i][key] if i in per else torch.zeros_like(p)
+                        for i, p in enumerate(self.params)]
+
             state = {"param_groups": state["param_groups"],
                      "steps": [int(per[i]["step"]) if i in per else 0 for i in range(len(self.params))],
-                     "exp_avg": [per[i]["exp_avg"] if i in per else torch.zeros_like(p)
-                                 for i, p in enumerate(self.params)],
-                     "exp_avg_sq": [per[i]["exp_avg_sq"] if i in per else torch.zeros_like(p)
-                                    for i, p in enumerate(self.params)]}
+                     "exp_avg": column("exp_avg"), "exp_avg_sq": column("exp_avg_sq")}
         if len(state["steps"]) != len(self.params) or any(
                 a.shape != p.shape for a, p in zip(state["exp_avg"], self.params, strict=True)):
             raise ValueError("optimizer state does not match these parameters")

@@ -50,7 +50,7 @@ def test_adamw_matches_torch_adamw(freeze):
 def test_adamw_state_round_trip_continues_exactly():
     straight, _ = _train(AdamW, 10)
     first, opt = _train(AdamW, 6)
-    model, resumed = _model(), None
+    model = _model()
     model.load_state_dict(first.state_dict())
     resumed = AdamW(model.parameters(), lr=1.0)
     resumed.load_state_dict(opt.state_dict())
@@ -63,14 +63,16 @@ def test_adamw_state_round_trip_continues_exactly():
         assert torch.equal(a, b)
 
 
-def test_adamw_loads_a_torch_adamw_state():
-    """Checkpoints written with torch.optim.AdamW resume with this optimiser."""
-    ref, ref_opt = _train(torch.optim.AdamW, 5, foreach=False)
+@pytest.mark.parametrize("freeze", [0, 5])
+def test_adamw_loads_a_torch_adamw_state(freeze):
+    """Checkpoints written with torch.optim.AdamW resume with this optimiser (freeze 5: the first
+    weight never had a gradient, so torch kept no state for it)."""
+    ref, ref_opt = _train(torch.optim.AdamW, 5, freeze_first_until=freeze, foreach=False)
     model = _model()
     model.load_state_dict(ref.state_dict())
     ours = AdamW(model.parameters(), lr=1.0)
     ours.load_state_dict(ref_opt.state_dict())
-    assert ours.steps == [5] * len(ours.params)
+    assert ours.steps == [0 if freeze and i == 0 else 5 for i in range(len(ours.params))]
     assert ours.param_groups[0]["lr"] == pytest.approx(3e-2 * 0.9**4)
     for opt in (ours, ref_opt):
         opt.zero_grad()
