@@ -49,6 +49,8 @@ class RunConfig:
     # --- objective ---
     supervision: str = "supervised"  # supervised (cross-entropy) | unsupervised (reconstruction)
     loss: str = "l1"  # reconstruction penalty for unsupervised runs: l1 | l2
+    occlusion_mask: bool = False  # unsupervised: leave target pixels that receive no content or
+    #   content from more than one pixel (coverage outside [0.5, 1.5]) out of the reconstruction terms
     direction_weight: float = 0.5  # T=5 unsupervised: weight of each direction's own reconstruction term
     reverse_weight: float = 0.0  # unsupervised: weight of rebuilding frame 0 (and 4) by the reversed motion
     entropy_weight: float = 0.0  # unsupervised: per-pixel motion entropy penalty (ramped in)

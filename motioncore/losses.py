@@ -40,15 +40,35 @@ def motion_probs(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     return logits.softmax(dim=2)[:, :, :num_classes]
 
 
+def fuse(per_dir: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
+    """``(N, D, H, W)`` per-direction maps -> ``(N, H, W)``: ``A * forward + (1 - A) * backward``."""
+    if per_dir.shape[1] == 1:
+        return per_dir[:, 0]
+    return attention * per_dir[:, 0] + (1 - attention) * per_dir[:, 1]
+
+
 def reconstruct(frames: torch.Tensor, probs: torch.Tensor, attention: torch.Tensor | None,
                 r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Target frame predicted from each source ``(N, D, H, W)`` and fused ``(N, H, W)``."""
     n, d, k, h, w = probs.shape
     src = frames[:, list(sources(frames.shape[1]))]  # (N, D, H, W)
     per_dir = splat(src.flatten(0, 1), probs.flatten(0, 1), r).view(n, d, h, w)
-    if d == 1:
-        return per_dir, per_dir[:, 0]
-    return per_dir, attention * per_dir[:, 0] + (1 - attention) * per_dir[:, 1]
+    return per_dir, fuse(per_dir, attention)
+
+
+def coverage(probs: torch.Tensor, r: int) -> torch.Tensor:
+    """``(N, D, H, W)``: the motion mass each target pixel receives (splatting an all-ones image)."""
+    n, d, k, h, w = probs.shape
+    ones = probs.new_ones(n * d, h, w)
+    return splat(ones, probs.flatten(0, 1), r).view(n, d, h, w)
+
+
+def visible(cover: torch.Tensor) -> torch.Tensor:
+    """Float mask of target pixels that one source pixel's worth of content reaches: coverage in
+    [0.5, 1.5]. Outside it, the truth itself cannot rebuild the pixel: a hole where content left
+    and the background behind it was hidden, or a pile-up where moving content lands on static
+    background. Left in, those pixels reward motion that blurs to fill them, not true motion."""
+    return ((cover - 1).abs() <= 0.5).to(cover.dtype)
 
 
 def reverse_reconstruction(frames: torch.Tensor, probs: torch.Tensor, r: int) -> torch.Tensor:
@@ -62,10 +82,12 @@ def reverse_reconstruction(frames: torch.Tensor, probs: torch.Tensor, r: int) ->
     return splat(src.flatten(0, 1), probs.flip(2).flatten(0, 1), r).view(n, d, h, w)
 
 
-def penalty(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean L1 or L2 reconstruction error."""
+def penalty(pred: torch.Tensor, target: torch.Tensor, kind: str,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 or L2 reconstruction error, over the pixels of ``mask`` (a 0/1 float) if given."""
     diff = pred - target
-    return diff.abs().mean() if kind == "l1" else diff.square().mean()
+    err = diff.abs() if kind == "l1" else diff.square()
+    return err.mean() if mask is None else (err * mask).mean()
 
 
 def supervised_loss(*, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -85,21 +107,35 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
     over the first half of training, ``progress`` in [0, 1], so early training can explore);
     the total variation of the motion probabilities (``smooth_weight``); and the reconstruction
     by the argmax motion with straight-through gradients (``hard_weight``): soft motion can
-    blur its way to a low error, the argmax motion cannot.
+    blur its way to a low error, the argmax motion cannot. With ``occlusion_mask`` every
+    reconstruction term counts only the target pixels its own splat covers about once.
     """
     r, kind = config.motion_range, config.loss
     probs = motion_probs(logits, config.num_classes)  # (N, D, K, H, W)
     target = frames[:, TARGET]
+
+    def masks(p: torch.Tensor) -> tuple:
+        """Visibility of the splat by ``p`` per direction, and for the fused prediction where
+        either direction sees the pixel (choosing that side is the attention's job, so those
+        pixels stay in). No gradient flows through the masks."""
+        if not config.occlusion_mask:
+            return None, None
+        with torch.no_grad():
+            seen = visible(coverage(p.detach(), r))
+            return seen, seen.amax(1)
+
     per_dir, fused = reconstruct(frames, probs, attention, r)
-    recon = penalty(fused, target, kind)
+    mask_dir, mask_fused = masks(probs)
+    recon = penalty(fused, target, kind, mask_fused)
     loss, out = recon, {"loss_recon": recon.detach()}
     if per_dir.shape[1] == 2 and config.direction_weight > 0:
-        term = penalty(per_dir, target[:, None].expand_as(per_dir), kind)
+        term = penalty(per_dir, target[:, None].expand_as(per_dir), kind, mask_dir)
         loss = loss + config.direction_weight * term
         out["loss_direction"] = term.detach()
     if config.reverse_weight > 0:
         outer = frames[:, [0] if frames.shape[1] == 3 else [0, 4]]  # (N, D, H, W)
-        term = penalty(reverse_reconstruction(frames, probs, r), outer, kind)
+        term = penalty(reverse_reconstruction(frames, probs, r), outer, kind,
+                       masks(probs.flip(2))[0])
         loss = loss + config.reverse_weight * term
         out["loss_reverse"] = term.detach()
     if config.entropy_weight > 0:
@@ -111,7 +147,8 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
         k = probs.shape[2]
         onehot = F.one_hot(probs.argmax(2), k).permute(0, 1, 4, 2, 3).to(probs.dtype)
         hard = onehot + probs - probs.detach()  # forward: argmax motion; backward: soft gradient
-        term = penalty(reconstruct(frames, hard, attention, r)[1], target, kind)
+        term = penalty(reconstruct(frames, hard, attention, r)[1], target, kind,
+                       masks(onehot)[1])
         loss = loss + config.hard_weight * term
         out["loss_hard"] = term.detach()
     if config.smooth_weight > 0:

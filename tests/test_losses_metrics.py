@@ -13,6 +13,7 @@ from motioncore import mnist
 from motioncore.config import from_dict
 from motioncore.data import class_index, make_batch
 from motioncore.losses import (
+    coverage,
     motion_probs,
     objective,
     penalty,
@@ -21,6 +22,7 @@ from motioncore.losses import (
     splat,
     supervised_loss,
     unsupervised_loss,
+    visible,
 )
 from motioncore.metrics import NAMES, add, batch_sums, finalize, true_coverage
 from motioncore.model import MotionNet, predict_batch
@@ -165,6 +167,61 @@ def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
     _, parts = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention, config=cfg)
     assert parts["loss_recon"] < 1e-3 and parts["loss_direction"] < 1e-3
     assert parts["loss_reverse"] < 1e-2 and parts["loss_entropy"] < 1e-6
+
+
+def test_coverage_marks_the_hole_and_the_pile_up_of_moving_content():
+    probs = onehot(torch.full((1, 1, 3, 5), class_index(0, 0, 1)), 9)
+    probs[0, 0, :, 1, 1] = onehot(torch.full((1, 1, 1, 1), class_index(1, 0, 1)), 9)[0, 0, :, 0, 0]
+    cover = coverage(probs, 1)[0, 0]  # pixel (y=1, x=1) moves right onto a pixel that stays
+    want = torch.ones(3, 5)
+    want[1, 1], want[1, 2] = 0.0, 2.0
+    assert torch.equal(cover, want)
+    assert torch.equal(visible(coverage(probs, 1))[0, 0], (want == 1).float())
+
+
+def test_occlusion_mask_prefers_true_motion_to_the_hedge_plain_l1_prefers(train_images):
+    # On a noisy background the truth cannot rebuild the pixels a digit uncovers (the background
+    # behind it was hidden) nor those it lands on (the static background there stays too). Half
+    # of each digit pixel staying put blurs both and beats the truth under plain L1; counting
+    # only pixels covered about once, the truth wins by far.
+    r = 3
+    b = sequences(train_images, r=r, frames=3, n=32, noise=0.5)
+    truth = onehot(b.labels, 49)
+    hedge = 0.5 * truth + 0.5 * onehot(torch.full_like(b.labels, class_index(0, 0, r)), 49)
+    target = b.frames[:, 2]
+
+    def losses(probs):
+        fused = reconstruct(b.frames, probs, None, r)[1]
+        mask = visible(coverage(probs, r))[:, 0]
+        return penalty(fused, target, "l1").item(), penalty(fused, target, "l1", mask).item()
+
+    (plain_truth, masked_truth), (plain_hedge, masked_hedge) = losses(truth), losses(hedge)
+    assert plain_hedge < plain_truth
+    assert masked_truth < 0.25 * masked_hedge
+
+
+@pytest.mark.parametrize("frames", [3, 5])
+def test_occlusion_mask_leaves_true_motion_only_the_noise_it_cannot_explain(train_images,
+                                                                             tiny_config, frames):
+    cfg = tiny_config(frames=frames, supervision="unsupervised", reverse_weight=0.5,
+                      hard_weight=0.5, motion_range=2,
+                      attention="segmentation" if frames == 5 else "none")
+    b = sequences(train_images, r=2, frames=frames, n=8, noise=0.5)
+    perfect = 50 * onehot(b.labels, 25)
+    attention = None
+    if frames == 5:  # the attention that picks the side which covers a pixel the other cannot
+        seen = visible(coverage(onehot(b.labels, 25), 2))
+        attention = 0.5 + 0.5 * (seen[:, 0] - seen[:, 1])
+    plain = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention, config=cfg)[1]
+    masked = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention,
+                               config=cfg.replace(occlusion_mask=True))[1]
+    one_source = ["loss_reverse"] + (["loss_recon", "loss_hard"] if frames == 3 else
+                                     ["loss_direction"])
+    for term in one_source:
+        assert 0 < masked[term] < 0.3 * plain[term], term
+    if frames == 5:  # fused: only pixels that neither side can rebuild are left out
+        for term in ("loss_recon", "loss_hard"):
+            assert 0 < masked[term] < plain[term], term
 
 
 @pytest.mark.parametrize("supervision,frames,attention", [
