@@ -1,7 +1,8 @@
 """One factor at a time around a baseline cell (unsupervised T=5, r=3, noise 0.5, segmentation).
 
-Axes: motion range, frames, supervision, noise (0, 0.25, 0.5), attention design, loss (l1, l2)
-and the disappear class. Every cell differs from the baseline in exactly one factor.
+Axes: motion range, frames, supervision, noise (0, 0.25, 0.5), attention design, loss (l1, l2),
+the disappear class and the occlusion mask. Every cell differs from the baseline in exactly one
+factor.
 
     python -m orchestrator.sweep --space ablation --seeds 3
     python -m orchestrator.sweep --space ablation --dry-run
@@ -12,8 +13,9 @@ from __future__ import annotations
 from search_spaces import Cell, Space
 
 BASELINE = dict(supervision="unsupervised", frames=5, motion_range=3, noise=0.5,
-                attention="segmentation", loss="l1", disappear=False, steps=6000, lr=3e-3,
-                reverse_weight=0.5, entropy_weight=0.01, smooth_weight=0.05, hard_weight=0.5)
+                attention="segmentation", loss="l1", disappear=False, occlusion_mask=False,
+                steps=6000, lr=3e-3, reverse_weight=0.5, entropy_weight=0.01, smooth_weight=0.05,
+                hard_weight=0.5)
 AXES = {
     "motion_range": (1, 2, 3, 5),
     "frames": (3, 5),
@@ -22,6 +24,7 @@ AXES = {
     "attention": ("none", "motion", "segmentation"),
     "loss": ("l1", "l2"),
     "disappear": (False, True),
+    "occlusion_mask": (False, True),
 }
 
 

@@ -156,6 +156,7 @@ def test_ablation_covers_every_axis_of_the_research_question():
     assert seen["noise"] == {0.0, 0.25, 0.5}
     assert seen["loss"] == {"l1", "l2"}
     assert seen["disappear"] == {False, True}
+    assert seen["occlusion_mask"] == {False, True}
     assert seen["attention"] == {"none", "motion", "segmentation"}
     assert seen["supervision"] == {"supervised", "unsupervised"}
     assert seen["motion_range"] == {1, 2, 3, 5}
