@@ -224,15 +224,17 @@ def test_occlusion_mask_leaves_true_motion_only_the_noise_it_cannot_explain(trai
             assert 0 < masked[term] < plain[term], term
 
 
-@pytest.mark.parametrize("supervision,frames,attention", [
-    ("supervised", 3, "none"),
-    ("unsupervised", 3, "none"),
-    ("unsupervised", 5, "segmentation"),
+@pytest.mark.parametrize("supervision,frames,attention,mask", [
+    ("supervised", 3, "none", False),
+    ("unsupervised", 3, "none", False),
+    ("unsupervised", 5, "segmentation", False),
+    ("unsupervised", 5, "segmentation", True),
 ])
 def test_loss_decreases_when_overfitting_one_batch(train_images, tiny_config, supervision, frames,
-                                                   attention):
+                                                   attention, mask):
     cfg = tiny_config(width=8, norm="group", supervision=supervision, frames=frames,
-                      attention=attention, motion_range=1)
+                      attention=attention, motion_range=1, occlusion_mask=mask,
+                      hard_weight=0.5 if mask else 0.0)
     b = sequences(train_images, r=1, frames=frames, n=8, noise=0.2)
     torch.manual_seed(0)
     model = MotionNet(cfg)
