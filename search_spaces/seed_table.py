@@ -25,7 +25,7 @@ SUPERVISED = {1: dict(steps=1000, lr=4e-3), 2: dict(steps=1300, lr=4e-3),
 # (occlusion_mask), plus the reversed-motion rebuild of frame 0, an entropy ramp, total variation
 # and the argmax (straight-through) term. T=3, r=3, noise 0.5, test acc / acc_fg: 90.50 / 50.58
 # without the mask at hard_weight 0.5 (seed 0); 92.19 +- 0.60 / 59.64 +- 3.14 with it at 1.0
-# (3 seeds; benchmarks/README.md). 6000 steps or lr 6e-3 gave the same as 3000 steps at 3e-3, and
+# (3 seeds; benchmarks/README.md). 6000 steps, lr 6e-3 or no entropy term gave the same, and
 # validation acc_fg levels off from step 2000 for T=3 and T=5 at r=3, so r <= 3 trains 3000
 # steps; r=5, unmeasured, keeps 6000 (supervised r=5 needed about twice the steps of r=3).
 UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, reverse_weight=0.5,
