@@ -12,17 +12,15 @@ import torch.nn.functional as F
 
 from motioncore.config import METRIC_NAMES
 from motioncore.data import TARGET, class_index, displacements, sources
-from motioncore.losses import splat
+from motioncore.losses import coverage
 
 NAMES = METRIC_NAMES
 
 
 def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:
     """How much source content lands on each target pixel under the true motion ``(N, D, H, W)``."""
-    n, d, h, w = labels.shape
-    onehot = F.one_hot(labels.flatten(0, 1), (2 * r + 1) ** 2).permute(0, 3, 1, 2).float()
-    ones = labels.new_ones(n * d, h, w, dtype=torch.float32)
-    return splat(ones, onehot, r).view(n, d, h, w)
+    onehot = F.one_hot(labels, (2 * r + 1) ** 2).permute(0, 1, 4, 2, 3).float()
+    return coverage(onehot, r)
 
 
 def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r: int,

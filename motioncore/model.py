@@ -10,7 +10,7 @@ from torch import nn
 
 from motioncore.config import RunConfig
 from motioncore.data import input_frames
-from motioncore.losses import motion_probs, reconstruct, splat
+from motioncore.losses import coverage, motion_probs, reconstruct
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -111,12 +111,10 @@ class MotionNet(nn.Module):
         n, _, _, h, w = logits.shape
         if self.head is None:
             return logits.new_full((n, h, w), 0.5)
-        probs = logits.softmax(dim=2)[:, :, : self.num_classes]  # (N, 2, K, H, W)
+        probs = motion_probs(logits, self.num_classes)  # (N, 2, K, H, W)
         if self.attention == "motion":
             return self.head(probs.flatten(1, 2))  # (N, 2K, H, W) -> (N, H, W)
-        ones = logits.new_ones(n * 2, h, w)
-        coverage = splat(ones, probs.flatten(0, 1), self.motion_range).view(n, 2, h, w)
-        return self.head(coverage)
+        return self.head(coverage(probs, self.motion_range))  # (N, 2, H, W) -> (N, H, W)
 
 
 class Prediction(NamedTuple):
