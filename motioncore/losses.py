@@ -40,6 +40,11 @@ def motion_probs(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     return logits.softmax(dim=2)[:, :, :num_classes]
 
 
+def one_hot_motion(classes: torch.Tensor, k: int, dtype=torch.float32) -> torch.Tensor:
+    """Classes ``(N, D, H, W)`` -> probabilities ``(N, D, K, H, W)`` with all mass on each class."""
+    return F.one_hot(classes, k).permute(0, 1, 4, 2, 3).to(dtype)
+
+
 def fuse(per_dir: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
     """``(N, D, H, W)`` per-direction maps -> ``(N, H, W)``: ``A * forward + (1 - A) * backward``."""
     if per_dir.shape[1] == 1:
@@ -145,7 +150,7 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
         out["loss_entropy"] = term.detach()
     if config.hard_weight > 0:
         k = probs.shape[2]
-        onehot = F.one_hot(probs.argmax(2), k).permute(0, 1, 4, 2, 3).to(probs.dtype)
+        onehot = one_hot_motion(probs.argmax(2), k, probs.dtype)
         hard = onehot + probs - probs.detach()  # forward: argmax motion; backward: soft gradient
         term = penalty(reconstruct(frames, hard, attention, r)[1], target, kind,
                        masks(onehot)[1])

@@ -8,19 +8,17 @@ so a metric over many batches equals the metric over their concatenation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from motioncore.config import METRIC_NAMES
 from motioncore.data import TARGET, class_index, displacements, sources
-from motioncore.losses import coverage
+from motioncore.losses import coverage, one_hot_motion
 
 NAMES = METRIC_NAMES
 
 
 def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:
     """How much source content lands on each target pixel under the true motion ``(N, D, H, W)``."""
-    onehot = F.one_hot(labels, (2 * r + 1) ** 2).permute(0, 1, 4, 2, 3).float()
-    return coverage(onehot, r)
+    return coverage(one_hot_motion(labels, (2 * r + 1) ** 2), r)
 
 
 def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r: int,
