@@ -11,6 +11,7 @@ Prints one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -70,7 +71,9 @@ def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = F
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marks: dict[str, float] = {}
+    tail: collections.deque[str] = collections.deque(maxlen=30)
     for line in proc.stdout:
+        tail.append(line)
         now = time.perf_counter() - start
         if verbose:
             print(f"{now:7.2f}  {line}", end="", file=sys.stderr)
@@ -80,7 +83,7 @@ def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = F
             marks.setdefault("first_trial_done_s", now)
             marks["last_trial_done_s"] = now
     if proc.wait() != 0:
-        raise SystemExit(f"sweep failed: {' '.join(cmd)}")
+        raise SystemExit(f"sweep failed: {' '.join(cmd)}\n{''.join(tail)}")
     marks["sweep_s"] = time.perf_counter() - start
     return marks
 
