@@ -209,6 +209,6 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False,
     print(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them: {browse}",
           flush=True)
     if stop_ray:  # last, with everything recorded: see the docstring
-        gc.collect()  # Tune's leftover Ray handles go while the core worker is still up
+        gc.collect()  # unreachable objects that may hold Ray handles go while Ray is up
         ray.shutdown()
     return 0
