@@ -56,6 +56,8 @@ class RunConfig:
     entropy_weight: float = 0.0  # unsupervised: per-pixel motion entropy penalty (ramped in)
     hard_weight: float = 0.0  # unsupervised: weight of the argmax (straight-through) reconstruction
     smooth_weight: float = 0.0  # unsupervised: total variation of the motion probabilities
+    usage_weight: float = 0.0  # unsupervised: keep every moving class in use (KL of the batch's
+    #   mean moving-class distribution from uniform), so no velocity is absorbed by its neighbours
     # --- optimisation ---
     lr: float = 2e-3  # Adam(W) peak learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay
@@ -90,7 +92,7 @@ class RunConfig:
         _at_least(self, motion_range=1, digits=1, image_size=8, width=1, depth=0, batch_size=1,
                   steps=0, eval_every=1, val_size=1, test_size=1, seed=0, eval_seed=0)
         _positive_or_zero(self, "lr", "weight_decay", "direction_weight", "reverse_weight",
-                          "entropy_weight", "smooth_weight", "hard_weight")
+                          "entropy_weight", "smooth_weight", "hard_weight", "usage_weight")
         if not 0.0 <= self.noise <= 1.0:
             raise UsageError(f"noise={self.noise}: allowed range is [0, 1]")
         if not 0.0 <= self.ema < 1.0:
@@ -128,12 +130,18 @@ class RunConfig:
         return from_dict({**self.to_dict(), **changes})
 
     def hash(self) -> str:
-        """Short stable id of everything but the seed and device: runs with equal hashes are replicates."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("seed", "device")}
+        """Short stable id of everything but the seed and device: runs with equal hashes are replicates.
+
+        Fields added after runs were recorded (``_LATER_FIELDS``) count only when set away from
+        their default, so adding a knob leaves the ids of recorded runs, and so their resumption,
+        unchanged."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("seed", "device")
+             and not (k in _LATER_FIELDS and v == getattr(RunConfig, k))}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 _TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
+_LATER_FIELDS = ("usage_weight",)
 FIELDS = tuple(_TYPES)
 
 

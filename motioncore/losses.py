@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -87,6 +88,23 @@ def reverse_reconstruction(frames: torch.Tensor, probs: torch.Tensor, r: int) ->
     return splat(src.flatten(0, 1), probs.flip(2).flatten(0, 1), r).view(n, d, h, w)
 
 
+def class_usage(probs: torch.Tensor) -> torch.Tensor:
+    """KL divergence from uniform of the batch's mean distribution over the moving classes.
+
+    ``probs (N, D, K, H, W)``: every pixel's motion mass on each class but the zero class
+    (``K // 2``) is summed over the batch and normalised. The value is 0 when all moving classes
+    get equal mass and ``log(K - 1)`` when one class gets it all. A velocity whose class the
+    model stopped predicting gets its sequences' motion from a neighbouring class; the
+    reconstruction gradient cannot revive it (it scales with the dead class's near-zero
+    probability), but this term's gradient grows as the class's share vanishes.
+    """
+    mass = probs.sum((0, 1, 3, 4))  # (K,)
+    zero = mass.shape[0] // 2
+    moving = torch.cat([mass[:zero], mass[zero + 1:]])
+    share = moving / moving.sum().clamp_min(1e-12)
+    return (share * torch.log(share.clamp_min(1e-12))).sum() + math.log(share.shape[0])
+
+
 def penalty(pred: torch.Tensor, target: torch.Tensor, kind: str,
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean L1 or L2 reconstruction error, over the pixels of ``mask`` (a 0/1 float) if given."""
@@ -110,7 +128,8 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
     the attention cannot starve one side of gradient); the outer frames by the reversed motion
     (``reverse_weight``); the per-pixel entropy of the motion (``entropy_weight``, ramped in
     over the first half of training, ``progress`` in [0, 1], so early training can explore);
-    the total variation of the motion probabilities (``smooth_weight``); and the reconstruction
+    the total variation of the motion probabilities (``smooth_weight``); the batch's use of
+    every moving class (``usage_weight``, see ``class_usage``); and the reconstruction
     by the argmax motion with straight-through gradients (``hard_weight``): soft motion can
     blur its way to a low error, the argmax motion cannot. With ``occlusion_mask`` every
     reconstruction term counts only the target pixels its own splat covers about once.
@@ -161,6 +180,10 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
                 + (probs[..., :, 1:] - probs[..., :, :-1]).abs().sum(2).mean())
         loss = loss + config.smooth_weight * term
         out["loss_smooth"] = term.detach()
+    if config.usage_weight > 0:
+        term = class_usage(probs)
+        loss = loss + config.usage_weight * term
+        out["loss_usage"] = term.detach()
     return loss, out
 
 

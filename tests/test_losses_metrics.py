@@ -13,6 +13,7 @@ from motioncore import mnist
 from motioncore.config import from_dict
 from motioncore.data import class_index, make_batch
 from motioncore.losses import (
+    class_usage,
     coverage,
     motion_probs,
     objective,
@@ -152,14 +153,15 @@ def test_predicted_classes_never_name_the_disappear_class():
 
 def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
     cfg = tiny_config(frames=5, supervision="unsupervised", reverse_weight=0.5, entropy_weight=0.1,
-                      attention="segmentation", motion_range=2)
+                      usage_weight=0.2, attention="segmentation", motion_range=2)
     b = sequences(train_images, r=2, frames=5, n=4)
     out = MotionNet(cfg)(b.frames)
     loss, parts = unsupervised_loss(frames=b.frames, logits=out.logits, attention=out.attention,
                                     config=cfg)
-    assert set(parts) == {"loss_recon", "loss_direction", "loss_reverse", "loss_entropy"}
+    assert set(parts) == {"loss_recon", "loss_direction", "loss_reverse", "loss_entropy",
+                          "loss_usage"}
     total = parts["loss_recon"] + 0.5 * parts["loss_direction"] + 0.5 * parts["loss_reverse"] \
-        + 0.1 * parts["loss_entropy"]
+        + 0.1 * parts["loss_entropy"] + 0.2 * parts["loss_usage"]
     assert loss.item() == pytest.approx(total.item(), rel=1e-5)
     # True motion, confidently: every reconstruction term is (nearly) zero.
     perfect = 50 * onehot(b.labels, 25)
@@ -167,6 +169,45 @@ def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
     _, parts = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention, config=cfg)
     assert parts["loss_recon"] < 1e-3 and parts["loss_direction"] < 1e-3
     assert parts["loss_reverse"] < 1e-2 and parts["loss_entropy"] < 1e-6
+
+
+def test_class_usage_is_zero_for_even_use_and_log_k_minus_one_for_a_single_class():
+    k, zero = 9, 4
+    even = torch.full((2, 1, k, 5, 5), 1 / k)
+    assert class_usage(even).item() == pytest.approx(0.0, abs=1e-6)
+    # Mass on the zero class does not count: background is most of every frame.
+    still = even.clone()
+    still[:, :, zero] += 5.0
+    assert class_usage(still).item() == pytest.approx(0.0, abs=1e-6)
+    single = torch.zeros(2, 1, k, 5, 5)
+    single[:, :, 2] = 1.0
+    assert class_usage(single).item() == pytest.approx(math.log(k - 1), rel=1e-5)
+    assert 0 < class_usage(torch.rand(2, 1, k, 5, 5)).item() < math.log(k - 1)
+
+
+@pytest.mark.parametrize("weight, revived", [(0.0, False), (0.1, True)])
+def test_class_usage_revives_a_velocity_the_reconstruction_alone_leaves_dead(train_images, weight,
+                                                                          revived):
+    # Free per-pixel logits start at the true motion, except that one velocity's class is dead
+    # everywhere. Descending the reconstruction loss never brings it back: its gradient scales
+    # with the dead class's probability. The usage term does, and then the reconstruction agrees.
+    r, k = 1, 9
+    b = sequences(train_images, r=r, n=16)
+    dead = class_index(*b.velocity[0, 0].tolist(), r)
+    logits = 4 * onehot(b.labels, k)
+    logits[:, :, dead] -= 8
+    logits.requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(200):
+        probs = motion_probs(logits, k)
+        loss = penalty(reconstruct(b.frames, probs, None, r)[1], b.frames[:, 2], "l1") \
+            + weight * class_usage(probs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moving = (b.labels == dead) & b.fg
+    right = (logits.argmax(2)[moving] == dead).float().mean().item()
+    assert right > 0.9 if revived else right < 0.05
 
 
 def test_coverage_marks_the_hole_and_the_pile_up_of_moving_content():
