@@ -46,6 +46,9 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
         "recon_l1": (recon - target).abs().sum(), "recon_l1_copy": (copy - target).abs().sum(),
         "_pix": torch.tensor(float(target.numel()), device=target.device),
     }
+    k = (2 * r + 1) ** 2
+    s["_class_right"] = torch.bincount(labels[fg & correct], minlength=k)
+    s["_class_fg"] = torch.bincount(labels[fg], minlength=k)
     if attention is not None and labels.shape[1] == 2:
         cov = true_coverage(labels, r)  # (N, 2, H, W)
         fwd_only, bwd_only = (cov[:, 0] > 0) & (cov[:, 1] == 0), (cov[:, 0] == 0) & (cov[:, 1] > 0)
@@ -53,6 +56,22 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
         s["attn_acc"] = (forward & fwd_only).float().sum() + (~forward & bwd_only).float().sum()
         s["_attn"] = (fwd_only | bwd_only).float().sum()
     return {k: v.detach().double().cpu() for k, v in s.items()}
+
+
+def class_recall(s: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(K,)``: per true motion class, the fraction of its digit pixels (all directions) predicted
+    right; NaN for a class with no digit pixels. Unsupervised models can lose whole velocities to
+    their neighbours while acc barely moves, which this shows at a glance."""
+    return s["_class_right"] / s["_class_fg"].where(s["_class_fg"] > 0, float("nan"))
+
+
+def recall_summary(recall: torch.Tensor) -> str:
+    """One line: how many moving classes are lost (< 10% right) and how well the rest do."""
+    moving = torch.cat([recall[:len(recall) // 2], recall[len(recall) // 2 + 1:]])
+    seen = moving[~moving.isnan()]
+    lost = seen < 0.1
+    rest = f", the rest {100 * seen[~lost].mean():.0f}% right on average" if (~lost).any() else ""
+    return f"{int(lost.sum())} of {len(seen)} moving classes lost (<10% right){rest}"
 
 
 def add(total: dict | None, part: dict) -> dict:

@@ -31,7 +31,7 @@ from motioncore.config import (
 )
 from motioncore.data import Batch, MovingDigits
 from motioncore.losses import objective
-from motioncore.metrics import add, batch_sums, finalize
+from motioncore.metrics import add, batch_sums, class_recall, finalize, recall_summary
 from motioncore.model import MotionNet, predict_batch
 from motioncore.optim import AdamW
 
@@ -61,9 +61,14 @@ def lr_at(config: RunConfig, step: int) -> float:
     return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-@torch.no_grad()
 def evaluate(model: MotionNet, config: RunConfig, data: MovingDigits, n: int) -> dict[str, float]:
     """Every CONVENTIONS.md metric over the first ``n`` sequences of ``data``."""
+    return finalize(evaluate_sums(model, config, data, n))
+
+
+@torch.no_grad()
+def evaluate_sums(model: MotionNet, config: RunConfig, data: MovingDigits, n: int) -> dict:
+    """The summed ``batch_sums`` parts over the first ``n`` sequences of ``data``."""
     was_training = model.training
     model.eval()
     total = None
@@ -73,7 +78,7 @@ def evaluate(model: MotionNet, config: RunConfig, data: MovingDigits, n: int) ->
             pred=p.classes, labels=batch.labels, fg=batch.fg, r=config.motion_range,
             frames=batch.frames, recon=p.recon, attention=p.attention))
     model.train(was_training)
-    return finalize(total)
+    return total
 
 
 class Trainer:
@@ -95,6 +100,7 @@ class Trainer:
         self.opt = AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.test_recall: torch.Tensor | None = None  # (K,) per class, set by fit's test pass
         self.train_data = dataset(config, "train", device, data_dir)
         self.val_data = dataset(config, "val", device, data_dir)
         self.data_dir = data_dir
@@ -203,9 +209,27 @@ def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
             if report:
                 report(metrics)
     bar.close()
-    test = evaluate(trainer.eval_model, config, dataset(config, "test", device, data_dir),
-                    config.test_size)
-    return trainer, test
+    sums = evaluate_sums(trainer.eval_model, config, dataset(config, "test", device, data_dir),
+                         config.test_size)
+    trainer.test_recall = class_recall(sums)
+    return trainer, finalize(sums)
+
+
+def write_results(trainer: Trainer, test: dict[str, float], out: Path, data_dir=None,
+                  **extra: float) -> str:
+    """Write a finished run's config.json, metrics.json (test metrics and ``extra``), panel.png
+    (predictions on six test sequences) and classes.png (test recall per motion class) into
+    ``out``; return the one-line class summary."""
+    from motioncore import viz
+
+    config = trainer.config
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out / "metrics.json").write_text(json.dumps({**test, **extra}, indent=2))
+    test_data = dataset(config, "test", trainer.device, data_dir)
+    viz.panel_png(trainer.eval_model, config, test_data[0:6], out / "panel.png")
+    summary = recall_summary(trainer.test_recall)
+    viz.class_recall_png(trainer.test_recall, config, out / "classes.png", summary)
+    return summary
 
 
 class Progress:
@@ -246,7 +270,8 @@ class Progress:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m motioncore.train",
                                 description="Train one motion network and evaluate it on test.")
-    p.add_argument("--out", required=True, help="directory for checkpoint.pt, metrics.json, panel.png")
+    p.add_argument("--out", required=True,
+                   help="directory for checkpoint.pt, metrics.json, panel.png, classes.png")
     p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
     p.add_argument("--config", help="JSON file with config fields (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
@@ -277,13 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds = time.perf_counter() - started
     trainer.save(out / "checkpoint.pt")
-    (out / "metrics.json").write_text(json.dumps({**test, "seconds": seconds}, indent=2))
-    from motioncore import viz
-
-    test_data = dataset(config, "test", trainer.device, args.data_dir)
-    viz.panel_png(trainer.eval_model, config, test_data[0:6], out / "panel.png")
+    summary = write_results(trainer, test, out, args.data_dir, seconds=seconds)
     print(json.dumps(test))
-    print(f"wrote {out}/checkpoint.pt, metrics.json, panel.png ({seconds:.0f} s)")
+    print(f"test {summary}")
+    print(f"wrote {out}/checkpoint.pt, metrics.json, panel.png, classes.png ({seconds:.0f} s)")
     return 0
 
 

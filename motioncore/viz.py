@@ -134,3 +134,35 @@ def panel_png(model, config, batch: Batch, path) -> None:
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.9, wspace=0.08)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def class_recall_png(recall: torch.Tensor, config, path, summary: str = "") -> None:
+    """Test recall of every motion class on its (dx, dy) grid, in %: a lost velocity is a red cell.
+
+    ``recall (K,)`` from ``metrics.class_recall`` (NaN, drawn grey, where no digit pixel has that
+    motion); the zero class is outlined.
+    """
+    plt = _plt()
+    r = config.motion_range
+    side = 2 * r + 1
+    grid = recall.detach().cpu().double().view(side, side).numpy()
+    fig, ax = plt.subplots(figsize=(max(4.6, 1.2 + 0.42 * side), max(4.2, 1.4 + 0.4 * side)))
+    ax.set_facecolor("0.8")
+    ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0, vmax=1,
+              extent=(-r - .5, r + .5, r + .5, -r - .5), interpolation="nearest")
+    if side <= 11:
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                ax.text(j - r, i - r, f"{100 * value:.0f}", ha="center", va="center",
+                        fontsize=7 if side <= 7 else 5)
+    ax.add_patch(_plt().Rectangle((-.5, -.5), 1, 1, fill=False, lw=1.5))
+    ax.set_xticks(range(-r, r + 1))
+    ax.set_yticks(range(-r, r + 1))
+    ax.tick_params(labelsize=6, length=2)
+    ax.set_xlabel("dx (right)", fontsize=7)
+    ax.set_ylabel("dy (down)", fontsize=7)
+    fig.suptitle(f"{config.supervision} T={config.frames} r={r}: digit pixels right, % per motion"
+                 + (f"\n{summary}" if summary else ""), fontsize=7)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.13, top=0.86)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -79,7 +79,7 @@ class SweepCallback(Callback):
         if trial.checkpoint is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(trial.checkpoint.to_directory(tmp))
-                for name in ("config.json", "panel.png", "checkpoint.pt"):
+                for name in ("config.json", "panel.png", "classes.png", "checkpoint.pt"):
                     if (path / name).exists():
                         self.client.log_artifact(run_id, str(path / name))
         status = "finished" if finished else "stopped early"

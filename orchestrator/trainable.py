@@ -5,7 +5,6 @@ It knows Ray (reports and checkpoints) but not MLflow: the driver logs what it r
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -73,7 +72,7 @@ def run_trial(params: dict[str, Any]) -> None:
 
 
 def _train_and_report(params: dict[str, Any], work: Path) -> None:
-    from motioncore.train import Trainer, dataset, fit
+    from motioncore.train import Trainer, fit, write_results
 
     config = trial_config(params)
     resumed = tune.get_checkpoint()
@@ -96,12 +95,7 @@ def _train_and_report(params: dict[str, Any], work: Path) -> None:
     trainer, test = fit(config, report=report, data_dir=params.get("data_dir"),
                         checkpoint=work / CHECKPOINT, resume=resumed is not None, trainer=trainer)
     trainer.save(work / CHECKPOINT)
-    (work / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (work / "metrics.json").write_text(json.dumps(test, indent=2))
-    from motioncore import viz
-
-    test_data = dataset(config, "test", trainer.device, params.get("data_dir"))
-    viz.panel_png(trainer.eval_model, config, test_data[0:6], work / "panel.png")
+    write_results(trainer, test, work, params.get("data_dir"))
     final = trainer.history[-1] if trainer.history else last
     tune.report({**prefixed(final, "val_"), **prefixed(test, "test_"), "step": trainer.step,
                  FINAL: True, **placement}, checkpoint=tune.Checkpoint.from_directory(str(work)))

@@ -25,7 +25,15 @@ from motioncore.losses import (
     unsupervised_loss,
     visible,
 )
-from motioncore.metrics import NAMES, add, batch_sums, finalize, true_coverage
+from motioncore.metrics import (
+    NAMES,
+    add,
+    batch_sums,
+    class_recall,
+    finalize,
+    recall_summary,
+    true_coverage,
+)
 from motioncore.model import MotionNet, predict_batch
 
 
@@ -320,6 +328,25 @@ def test_metrics_on_a_hand_made_case():
     assert m["epe_fg"] == pytest.approx((2 + math.sqrt(2)) / 3)
     assert m["recon_l1"] == pytest.approx(0.6 / 6)
     assert m["recon_l1_copy"] == pytest.approx((0.5 + 0 + 0 + 0 + 0.5 + 0.5) / 6)
+
+
+def test_class_recall_counts_digit_pixels_per_true_class_over_all_directions():
+    r = 1
+    labels = torch.tensor([[5, 5, 5, 1], [5, 1, 4, 4]]).view(1, 2, 1, 4)  # two directions
+    pred = torch.tensor([[5, 4, 5, 0], [3, 1, 4, 0]]).view(1, 2, 1, 4)
+    fg = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool).view(1, 2, 1, 4)
+    frames = torch.zeros(1, 5, 1, 4)
+    parts = batch_sums(pred=pred, labels=labels, fg=fg, r=r, frames=frames, recon=frames[:, 2])
+    recall = class_recall(add(add(None, parts), parts))  # sums, so doubling changes nothing
+    assert recall[5].item() == pytest.approx(2 / 4)
+    assert recall[1].item() == pytest.approx(1 / 2)
+    assert recall[4].item() == 1.0  # the digit pixel labelled zero; the background one is out
+    assert all(recall[k].isnan() for k in (0, 2, 3, 6, 7, 8))  # no digit pixel has that motion
+    assert recall_summary(recall) == "0 of 2 moving classes lost (<10% right), the rest 50% right " \
+        "on average"
+    nan = float("nan")
+    assert recall_summary(torch.tensor([0.0, 0.05, nan, nan, 1.0, nan, nan, nan, nan])) == \
+        "2 of 2 moving classes lost (<10% right)"
 
 
 def test_fractions_are_averaged_over_directions_not_pooled():

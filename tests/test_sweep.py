@@ -31,7 +31,7 @@ SETS = ("steps=4", "eval_every=2", "val_size=16", "test_size=32")
 VAL_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "recon_l1")
 TEST_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy")
 TABLES = {"results.parquet", "ablation.md", "ablation.tex", "ablation.png"}
-TRIAL_FILES = {"config.json", "panel.png", "checkpoint.pt"}
+TRIAL_FILES = {"config.json", "panel.png", "classes.png", "checkpoint.pt"}
 PARENT_TAG = "mlflow.parentRunId"
 PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] (search|replicate) (\S+) seed (\d+): (.*)$")
 # Nothing from the developer's shell may redirect a test's sweep: its store, storage, a fault

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from motioncore.config import UsageError, from_dict
+from motioncore.config import RunConfig, UsageError, from_dict
 from motioncore.data import class_index, displacements
 from motioncore.metrics import NAMES
 from motioncore.predict import load_model, predict
@@ -281,6 +282,16 @@ def test_predict_main_unloadable_checkpoint_exits_2_with_one_line(checkpoints, t
     assert "bad.pt" in one_line_error(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("r", [1, 5])
+def test_class_recall_png_draws_every_range_with_missing_classes(tmp_path, r):
+    from motioncore import viz
+
+    recall = torch.linspace(0, 1, (2 * r + 1) ** 2)
+    recall[::3] = float("nan")  # classes no digit pixel of the test set had
+    viz.class_recall_png(recall, RunConfig(motion_range=r), tmp_path / "classes.png", "summary")
+    assert (tmp_path / "classes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_panel_png_for_five_frames(checkpoints, tmp_path):
     from motioncore import viz
 
@@ -297,12 +308,15 @@ def test_train_cli_writes_checkpoint_metrics_and_panel(tmp_path, run_cli):
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == names_for(3) | {"seconds"}
-    assert (run / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for picture in ("panel.png", "classes.png"):
+        assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert re.fullmatch(r"test \d+ of \d+ moving classes lost \(<10% right\).*",
+                        proc.stdout.strip().splitlines()[-2])
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == 4 and [m["step"] for m in state["history"]] == [2, 4]
     config = json.loads((run / "config.json").read_text())
     assert (config["width"], config["steps"], config["device"]) == (4, 4, "cpu")
-    assert json.loads(proc.stdout.strip().splitlines()[-2]) == {k: metrics[k] for k in names_for(3)}
+    assert json.loads(proc.stdout.strip().splitlines()[-3]) == {k: metrics[k] for k in names_for(3)}
 
 
 def test_train_main_bad_flag_exits_2_with_one_line(tmp_path, capsys, one_line_error):
