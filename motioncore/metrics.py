@@ -65,13 +65,26 @@ def class_recall(s: dict[str, torch.Tensor]) -> torch.Tensor:
     return s["_class_right"] / s["_class_fg"].where(s["_class_fg"] > 0, float("nan"))
 
 
+def _moving(recall: torch.Tensor) -> torch.Tensor:
+    """Every class but the zero class (the middle one)."""
+    return torch.cat([recall[:len(recall) // 2], recall[len(recall) // 2 + 1:]])
+
+
+def lost_classes(recall: torch.Tensor, below: float = 0.1) -> tuple[int, int]:
+    """(lost, seen): moving classes (all but the zero class) with digit pixels, and how many of
+    them have a recall under ``below``."""
+    moving = _moving(recall)
+    seen = moving[~moving.isnan()]
+    return int((seen < below).sum()), len(seen)
+
+
 def recall_summary(recall: torch.Tensor) -> str:
     """One line: how many moving classes are lost (< 10% right) and how well the rest do."""
-    moving = torch.cat([recall[:len(recall) // 2], recall[len(recall) // 2 + 1:]])
-    seen = moving[~moving.isnan()]
-    lost = seen < 0.1
-    rest = f", the rest {100 * seen[~lost].mean():.0f}% right on average" if (~lost).any() else ""
-    return f"{int(lost.sum())} of {len(seen)} moving classes lost (<10% right){rest}"
+    lost, seen = lost_classes(recall)
+    moving = _moving(recall)
+    kept = moving[moving >= 0.1]  # NaN compares false: classes without digit pixels drop out
+    rest = f", the rest {100 * kept.mean():.0f}% right on average" if len(kept) else ""
+    return f"{lost} of {seen} moving classes lost (<10% right){rest}"
 
 
 def add(total: dict | None, part: dict) -> dict:

@@ -31,7 +31,14 @@ from motioncore.config import (
 )
 from motioncore.data import Batch, MovingDigits
 from motioncore.losses import objective
-from motioncore.metrics import add, batch_sums, class_recall, finalize, recall_summary
+from motioncore.metrics import (
+    add,
+    batch_sums,
+    class_recall,
+    finalize,
+    lost_classes,
+    recall_summary,
+)
 from motioncore.model import MotionNet, predict_batch
 from motioncore.optim import AdamW
 
@@ -198,14 +205,15 @@ def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
         samples += config.batch_size
         bar.update(trainer.step, recent["loss"])
         if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
-            metrics = evaluate(trainer.eval_model, config, trainer.val_data, config.val_size)
+            sums = evaluate_sums(trainer.eval_model, config, trainer.val_data, config.val_size)
+            metrics = finalize(sums)
             elapsed = time.perf_counter() - started
             metrics.update(step=trainer.step, lr=lr_at(config, trainer.step - 1),
                            train_loss=recent["loss"], samples_per_s=samples / max(elapsed, 1e-9))
             trainer.history.append(metrics)
             if checkpoint:
                 trainer.save(checkpoint)
-            bar.note(metrics)
+            bar.note(metrics, class_recall(sums))
             if report:
                 report(metrics)
     bar.close()
@@ -255,12 +263,14 @@ class Progress:
               f"loss {loss:.4f} eta {eta:.0f}s ", end="" if self.tty else "\n", file=sys.stderr,
               flush=True)
 
-    def note(self, m: dict) -> None:
+    def note(self, m: dict, recall: torch.Tensor) -> None:
+        """One line per evaluation: the metrics and how many moving classes are lost."""
         if self.enabled:
+            lost, seen = lost_classes(recall)
             print(f"{self.cr}step {m['step']:>6}: val acc {m['acc']:.4f} acc_fg {m['acc_fg']:.4f} "
                   f"(zero {m['acc_zero']:.4f}) epe {m['epe']:.3f} recon_l1 {m['recon_l1']:.4f}"
-                  + (f" attn_acc {m['attn_acc']:.3f}" if "attn_acc" in m else "") + " " * 10,
-                  file=sys.stderr, flush=True)
+                  + (f" attn_acc {m['attn_acc']:.3f}" if "attn_acc" in m else "")
+                  + f" lost {lost}/{seen}" + " " * 10, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:
