@@ -1,8 +1,8 @@
 """One factor at a time around a baseline cell (unsupervised T=5, r=3, noise 0.5, segmentation).
 
 Axes: motion range, frames, supervision, noise (0, 0.25, 0.5), attention design, loss (l1, l2),
-the disappear class, the occlusion mask and the model width (16, 32). Every cell differs from the
-baseline in exactly one factor.
+the disappear class, the occlusion mask, the class-usage term (usage_weight 0, 0.01) and the
+model width (16, 32). Every cell differs from the baseline in exactly one factor.
 
     python -m orchestrator.sweep --space ablation --seeds 3
     python -m orchestrator.sweep --space ablation --dry-run
@@ -15,7 +15,7 @@ from search_spaces import Cell, Space
 BASELINE = dict(supervision="unsupervised", frames=5, motion_range=3, noise=0.5,
                 attention="segmentation", loss="l1", disappear=False, occlusion_mask=False,
                 steps=6000, lr=3e-3, reverse_weight=0.5, entropy_weight=0.01, smooth_weight=0.05,
-                hard_weight=0.5, width=16)
+                hard_weight=0.5, usage_weight=0.0, width=16)
 AXES = {
     "motion_range": (1, 2, 3, 5),
     "frames": (3, 5),
@@ -25,6 +25,7 @@ AXES = {
     "loss": ("l1", "l2"),
     "disappear": (False, True),
     "occlusion_mask": (False, True),
+    "usage_weight": (0.0, 0.01),
     "width": (16, 32),
 }
 

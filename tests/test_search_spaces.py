@@ -157,6 +157,7 @@ def test_ablation_covers_every_axis_of_the_research_question():
     assert seen["loss"] == {"l1", "l2"}
     assert seen["disappear"] == {False, True}
     assert seen["occlusion_mask"] == {False, True}
+    assert seen["usage_weight"] == {0.0, 0.01}
     assert seen["width"] == {16, 32}
     assert seen["attention"] == {"none", "motion", "segmentation"}
     assert seen["supervision"] == {"supervised", "unsupervised"}
