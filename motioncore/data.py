@@ -235,7 +235,7 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
         if canvas is None:  # the first digit on an empty canvas: exactly its intensities
             canvas = alpha.to(torch.float32).mul_(1.0 / 255.0)
         else:  # alpha compositing I = a + (1 - a) * below
-            # all-float operands: a mixed uint8/float addcmul takes a slow path (1.3x here)
+            # all-float operands: a mixed uint8/float addcmul takes a slower path (1.3x the time)
             layer = alpha.to(torch.float32)
             canvas = torch.addcmul(canvas, layer, (1.0 - canvas).mul_(_INV255), out=layer)
         masks = present if masks is None else masks.logical_or_(present)

@@ -88,6 +88,12 @@ def reverse_reconstruction(frames: torch.Tensor, probs: torch.Tensor, r: int) ->
     return splat(src.flatten(0, 1), probs.flip(2).flatten(0, 1), r).view(n, d, h, w)
 
 
+def moving_classes(per_class: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` values per class -> ``(K-1,)``: all but the zero class ``K // 2``."""
+    zero = len(per_class) // 2
+    return torch.cat([per_class[:zero], per_class[zero + 1:]])
+
+
 def class_usage(probs: torch.Tensor) -> torch.Tensor:
     """KL divergence from uniform of the batch's mean distribution over the moving classes.
 
@@ -98,9 +104,7 @@ def class_usage(probs: torch.Tensor) -> torch.Tensor:
     reconstruction gradient cannot revive it (it scales with the dead class's near-zero
     probability), but this term's gradient grows as the class's share vanishes.
     """
-    mass = probs.sum((0, 1, 3, 4))  # (K,)
-    zero = mass.shape[0] // 2
-    moving = torch.cat([mass[:zero], mass[zero + 1:]])
+    moving = moving_classes(probs.sum((0, 1, 3, 4)))  # (K-1,)
     share = moving / moving.sum().clamp_min(1e-12)
     return (share * torch.log(share.clamp_min(1e-12))).sum() + math.log(share.shape[0])
 

@@ -11,7 +11,7 @@ import torch
 
 from motioncore.config import METRIC_NAMES
 from motioncore.data import TARGET, class_index, displacements, sources
-from motioncore.losses import coverage, one_hot_motion
+from motioncore.losses import coverage, moving_classes, one_hot_motion
 
 NAMES = METRIC_NAMES
 
@@ -65,15 +65,10 @@ def class_recall(s: dict[str, torch.Tensor]) -> torch.Tensor:
     return s["_class_right"] / s["_class_fg"].where(s["_class_fg"] > 0, float("nan"))
 
 
-def _moving(recall: torch.Tensor) -> torch.Tensor:
-    """Every class but the zero class (the middle one)."""
-    return torch.cat([recall[:len(recall) // 2], recall[len(recall) // 2 + 1:]])
-
-
 def lost_classes(recall: torch.Tensor, below: float = 0.1) -> tuple[int, int]:
     """(lost, seen): moving classes (all but the zero class) with digit pixels, and how many of
     them have a recall under ``below``."""
-    moving = _moving(recall)
+    moving = moving_classes(recall)
     seen = moving[~moving.isnan()]
     return int((seen < below).sum()), len(seen)
 
@@ -81,7 +76,7 @@ def lost_classes(recall: torch.Tensor, below: float = 0.1) -> tuple[int, int]:
 def recall_summary(recall: torch.Tensor) -> str:
     """One line: how many moving classes are lost (< 10% right) and how well the rest do."""
     lost, seen = lost_classes(recall)
-    moving = _moving(recall)
+    moving = moving_classes(recall)
     kept = moving[moving >= 0.1]  # NaN compares false: classes without digit pixels drop out
     rest = f", the rest {100 * kept.mean():.0f}% right on average" if len(kept) else ""
     return f"{lost} of {seen} moving classes lost (<10% right){rest}"

@@ -155,7 +155,7 @@ def class_recall_png(recall: torch.Tensor, config, path, summary: str = "") -> N
             if not np.isnan(value):
                 ax.text(j - r, i - r, f"{100 * value:.0f}", ha="center", va="center",
                         fontsize=7 if side <= 7 else 5)
-    ax.add_patch(_plt().Rectangle((-.5, -.5), 1, 1, fill=False, lw=1.5))
+    ax.add_patch(plt.Rectangle((-.5, -.5), 1, 1, fill=False, lw=1.5))
     ax.set_xticks(range(-r, r + 1))
     ax.set_yticks(range(-r, r + 1))
     ax.tick_params(labelsize=6, length=2)
