@@ -28,9 +28,9 @@ SUPERVISED = {1: dict(steps=1000, lr=4e-3), 2: dict(steps=1300, lr=4e-3),
 # without the mask (seed 0); 92.19 +- 0.60 / 59.64 +- 3.14 at width 16 with it (3 seeds, 3000
 # steps); 93.50 +- 0.69 / 66.37 +- 3.66 at width 32 in 1500 steps (3 seeds), where each seed
 # lost 8-12 of the 48 velocities to their neighbours. The usage term keeps them all: 96.49 +-
-# 0.08 / 81.86 +- 0.45 in 1500 steps, and the same in 1000 (seed 0: 96.57 / 82.49). So r <= 3
-# trains 1000 steps; r=5, unmeasured, gets twice that (supervised r=5 needed about twice the
-# steps of r=3). T=5 cells share the recipe.
+# 0.08 / 81.86 +- 0.45 in 1500 steps and 96.20 +- 0.32 / 80.46 +- 1.77 in 1000. So r <= 3
+# trains 1000 steps (seed 0: r=1 96.33, r=2 96.71) and r=5 twice that (seed 0: 95.51 / 76.47).
+# T=5 cells share the recipe (segmentation, r=3, seed 0: 94.94 / 73.65).
 UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, reverse_weight=0.5,
                     entropy_weight=0.01, smooth_weight=0.05, hard_weight=1.0, occlusion_mask=True,
                     usage_weight=0.01, width=32)
