@@ -65,21 +65,24 @@ def class_recall(s: dict[str, torch.Tensor]) -> torch.Tensor:
     return s["_class_right"] / s["_class_fg"].where(s["_class_fg"] > 0, float("nan"))
 
 
-def lost_classes(recall: torch.Tensor, below: float = 0.1) -> tuple[int, int]:
+LOST_BELOW = 0.1  # a moving class with a recall under this is "lost"
+
+
+def lost_classes(recall: torch.Tensor) -> tuple[int, int]:
     """(lost, seen): moving classes (all but the zero class) with digit pixels, and how many of
-    them have a recall under ``below``."""
+    them have a recall under ``LOST_BELOW``."""
     moving = moving_classes(recall)
     seen = moving[~moving.isnan()]
-    return int((seen < below).sum()), len(seen)
+    return int((seen < LOST_BELOW).sum()), len(seen)
 
 
 def recall_summary(recall: torch.Tensor) -> str:
-    """One line: how many moving classes are lost (< 10% right) and how well the rest do."""
+    """One line: how many moving classes are lost and how well the rest do."""
     lost, seen = lost_classes(recall)
     moving = moving_classes(recall)
-    kept = moving[moving >= 0.1]  # NaN compares false: classes without digit pixels drop out
+    kept = moving[moving >= LOST_BELOW]  # NaN compares false: classes without digit pixels drop out
     rest = f", the rest {100 * kept.mean():.0f}% right on average" if len(kept) else ""
-    return f"{lost} of {seen} moving classes lost (<10% right){rest}"
+    return f"{lost} of {seen} moving classes lost (<{100 * LOST_BELOW:.0f}% right){rest}"
 
 
 def add(total: dict | None, part: dict) -> dict:
