@@ -55,6 +55,8 @@ class RunConfig:
     reverse_weight: float = 0.0  # unsupervised: weight of rebuilding frame 0 (and 4) by the reversed motion
     entropy_weight: float = 0.0  # unsupervised: per-pixel motion entropy penalty (ramped in)
     hard_weight: float = 0.0  # unsupervised: weight of the argmax (straight-through) reconstruction
+    direction_hard_weight: float = 0.0  # T=5 unsupervised: weight of each direction's own argmax
+    #   reconstruction (hard_weight counts the fused one, where the attention halves each side's share)
     smooth_weight: float = 0.0  # unsupervised: total variation of the motion probabilities
     usage_weight: float = 0.0  # unsupervised: keep every moving class in use (KL of the batch's
     #   mean moving-class distribution from uniform), so no velocity is absorbed by its neighbours
@@ -92,7 +94,8 @@ class RunConfig:
         _at_least(self, motion_range=1, digits=1, image_size=8, width=1, depth=0, batch_size=1,
                   steps=0, eval_every=1, val_size=1, test_size=1, seed=0, eval_seed=0)
         _positive_or_zero(self, "lr", "weight_decay", "direction_weight", "reverse_weight",
-                          "entropy_weight", "smooth_weight", "hard_weight", "usage_weight")
+                          "entropy_weight", "smooth_weight", "hard_weight", "usage_weight",
+                          "direction_hard_weight")
         if not 0.0 <= self.noise <= 1.0:
             raise UsageError(f"noise={self.noise}: allowed range is [0, 1]")
         if not 0.0 <= self.ema < 1.0:
@@ -141,7 +144,7 @@ class RunConfig:
 
 
 _TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
-_LATER_FIELDS = ("usage_weight",)
+_LATER_FIELDS = ("usage_weight", "direction_hard_weight")
 FIELDS = tuple(_TYPES)
 
 

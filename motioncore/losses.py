@@ -135,8 +135,11 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
     the total variation of the motion probabilities (``smooth_weight``); the batch's use of
     every moving class (``usage_weight``, see ``class_usage``); and the reconstruction
     by the argmax motion with straight-through gradients (``hard_weight``): soft motion can
-    blur its way to a low error, the argmax motion cannot. With ``occlusion_mask`` every
-    reconstruction term counts only the target pixels its own splat covers about once.
+    blur its way to a low error, the argmax motion cannot. For T=5 that term rebuilds the fused
+    prediction, where the attention gives each side only its share of the gradient;
+    ``direction_hard_weight`` adds each direction's own argmax reconstruction. With
+    ``occlusion_mask`` every reconstruction term counts only the target pixels its own splat
+    covers about once.
     """
     r, kind = config.motion_range, config.loss
     probs = motion_probs(logits, config.num_classes)  # (N, D, K, H, W)
@@ -171,14 +174,21 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
         term = -(p * torch.log(p.clamp_min(1e-8))).sum(2).mean()
         loss = loss + config.entropy_weight * min(1.0, 2.0 * progress) * term
         out["loss_entropy"] = term.detach()
-    if config.hard_weight > 0:
+    own_hard = config.direction_hard_weight if per_dir.shape[1] == 2 else 0.0
+    if config.hard_weight > 0 or own_hard > 0:
         k = probs.shape[2]
         onehot = one_hot_motion(probs.argmax(2), k, probs.dtype)
         hard = onehot + probs - probs.detach()  # forward: argmax motion; backward: soft gradient
-        term = penalty(reconstruct(frames, hard, attention, r)[1], target, kind,
-                       masks(onehot)[1])
-        loss = loss + config.hard_weight * term
-        out["loss_hard"] = term.detach()
+        hard_dir, hard_fused = reconstruct(frames, hard, attention, r)
+        seen_dir, seen_fused = masks(onehot)
+        if config.hard_weight > 0:
+            term = penalty(hard_fused, target, kind, seen_fused)
+            loss = loss + config.hard_weight * term
+            out["loss_hard"] = term.detach()
+        if own_hard > 0:
+            term = penalty(hard_dir, target[:, None].expand_as(hard_dir), kind, seen_dir)
+            loss = loss + own_hard * term
+            out["loss_direction_hard"] = term.detach()
     if config.smooth_weight > 0:
         term = ((probs[..., 1:, :] - probs[..., :-1, :]).abs().sum(2).mean()
                 + (probs[..., :, 1:] - probs[..., :, :-1]).abs().sum(2).mean())

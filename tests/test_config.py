@@ -142,8 +142,9 @@ def test_hash_ignores_seed_and_device_but_nothing_else():
 def test_a_knob_added_after_runs_were_recorded_leaves_their_hash_alone():
     # The id every recorded default run carries; resuming a sweep finds its trials by it.
     assert RunConfig().hash() == "30893af372af"
-    assert RunConfig(usage_weight=0.0).hash() == RunConfig().hash()
-    assert RunConfig(usage_weight=0.1).hash() != RunConfig().hash()
+    for knob in ("usage_weight", "direction_hard_weight"):
+        assert RunConfig(**{knob: 0.0}).hash() == RunConfig().hash()
+        assert RunConfig(**{knob: 0.1}).hash() != RunConfig().hash()
 
 
 def test_replace_validates():

@@ -179,6 +179,32 @@ def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
     assert parts["loss_reverse"] < 1e-2 and parts["loss_entropy"] < 1e-6
 
 
+def test_direction_hard_term_sees_the_side_the_attention_ignores(train_images, tiny_config):
+    cfg = tiny_config(frames=5, supervision="unsupervised", attention="segmentation",
+                      motion_range=2, direction_weight=0.0, hard_weight=1.0,
+                      direction_hard_weight=0.5)
+    b = sequences(train_images, r=2, frames=5, n=4)
+    right = 50 * onehot(b.labels, 25)
+    wrong = right.clone()
+    wrong[:, 1:] = 50 * onehot(torch.full_like(b.labels[:, 1:], 12), 25)  # backward: zero motion
+    forward_only = torch.ones(4, 28, 28)  # A = 1: the fused prediction is the forward side's
+    loss, parts = unsupervised_loss(frames=b.frames, logits=wrong, attention=forward_only,
+                                    config=cfg)
+    assert set(parts) == {"loss_recon", "loss_hard", "loss_direction_hard"}
+    assert parts["loss_hard"] < 1e-3 < parts["loss_direction_hard"]
+    assert loss.item() == pytest.approx(
+        (parts["loss_recon"] + parts["loss_hard"] + 0.5 * parts["loss_direction_hard"]).item(),
+        rel=1e-5)
+    _, parts = unsupervised_loss(frames=b.frames, logits=right, attention=forward_only,
+                                 config=cfg)
+    assert parts["loss_direction_hard"] < 1e-3
+    # T=3 has one direction: nothing to add.
+    t3 = sequences(train_images, r=2, frames=3, n=4)
+    _, parts = unsupervised_loss(frames=t3.frames, logits=50 * onehot(t3.labels, 25),
+                                 attention=None, config=cfg.replace(frames=3, attention="none"))
+    assert "loss_direction_hard" not in parts
+
+
 def test_class_usage_is_zero_for_even_use_and_log_k_minus_one_for_a_single_class():
     k, zero = 9, 4
     even = torch.full((2, 1, k, 5, 5), 1 / k)
