@@ -1,8 +1,13 @@
 """One factor at a time around a baseline cell (unsupervised T=5, r=3, noise 0.5, segmentation).
 
-Axes: motion range, frames, supervision, noise (0, 0.25, 0.5), attention design, loss (l1, l2),
-the disappear class, the occlusion mask, the class-usage term (usage_weight 0, 0.01) and the
-model width (16, 32). Every cell differs from the baseline in exactly one factor.
+The baseline is the research table's T=5 recipe (``seed_table.UNSUPERVISED_T5``: occlusion mask,
+argmax term, class-usage term, each direction's own argmax term, width 32, 1,000 steps), so
+each cell shows what one of its parts is worth. Axes: motion range, frames, supervision, noise
+(0, 0.25, 0.5), attention design, loss (l1, l2), the disappear class, the occlusion mask, the
+class-usage term (usage_weight 0, 0.01), each direction's argmax term (direction_hard_weight 0,
+1), one network per side or one for all four frames, and the model width (16, 32). Every cell
+differs from the baseline in exactly one factor (frames=3 also drops what needs a second
+direction; r=5 trains the table's 2,000 steps).
 
     python -m orchestrator.sweep --space ablation --seeds 3
     python -m orchestrator.sweep --space ablation --dry-run
@@ -11,11 +16,10 @@ model width (16, 32). Every cell differs from the baseline in exactly one factor
 from __future__ import annotations
 
 from search_spaces import Cell, Space
+from search_spaces.seed_table import UNSUPERVISED_STEPS, UNSUPERVISED_T5
 
-BASELINE = dict(supervision="unsupervised", frames=5, motion_range=3, noise=0.5,
-                attention="segmentation", loss="l1", disappear=False, occlusion_mask=False,
-                steps=6000, lr=3e-3, reverse_weight=0.5, entropy_weight=0.01, smooth_weight=0.05,
-                hard_weight=0.5, usage_weight=0.0, width=16)
+BASELINE = dict(UNSUPERVISED_T5, frames=5, motion_range=3, attention="segmentation", loss="l1",
+                disappear=False, network="shared", steps=UNSUPERVISED_STEPS[3])
 AXES = {
     "motion_range": (1, 2, 3, 5),
     "frames": (3, 5),
@@ -26,6 +30,8 @@ AXES = {
     "disappear": (False, True),
     "occlusion_mask": (False, True),
     "usage_weight": (0.0, 0.01),
+    "direction_hard_weight": (0.0, 1.0),
+    "network": ("shared", "joint"),
     "width": (16, 32),
 }
 
@@ -37,8 +43,10 @@ def space() -> Space:
             if value == BASELINE[axis]:
                 continue
             change = {axis: value}
-            if axis == "frames" and value == 3:
-                change["attention"] = "none"  # nothing to fuse with one direction
+            if axis == "frames" and value == 3:  # one direction: nothing to fuse, no second side
+                change.update(attention="none", direction_hard_weight=0.0)
+            if axis == "motion_range" and UNSUPERVISED_STEPS[value] != BASELINE["steps"]:
+                change["steps"] = UNSUPERVISED_STEPS[value]  # the research table's budget
             design = "baseline" if axis == "motion_range" else f"{axis}={value}"
             cells.append(Cell(f"{axis}={value}", change, design=design))
     return Space(name="ablation", description=__doc__.splitlines()[0], cells=tuple(cells),

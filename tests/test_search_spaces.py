@@ -109,6 +109,16 @@ def test_seed_table_carries_the_published_numbers_on_their_rows():
                          ("unsupervised", 3, 3): 93}
 
 
+def test_seed_table_adds_each_directions_argmax_term_to_t5_cells_only():
+    cfgs = configs(seed_table.space())
+    weights = {(c.frames, c.supervision): set() for c in cfgs.values()}
+    for c in cfgs.values():
+        weights[(c.frames, c.supervision)].add(c.direction_hard_weight)
+    # T=3 cells keep the default, so their ids are the ones recorded before the term existed.
+    assert weights == {(3, "supervised"): {0.0}, (3, "unsupervised"): {0.0},
+                       (5, "unsupervised"): {1.0}}
+
+
 def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
     space = seed_table.space()
     cfgs = configs(space)
@@ -140,8 +150,10 @@ def test_ablation_baseline_is_unsupervised_t5_r3_noisy_segmentation():
 def test_ablation_cells_each_change_exactly_one_factor():
     changes = _changes(ablation.space())
     for cid, diff in changes.items():
-        if diff.get("frames") == 3:  # one direction: nothing to fuse, so attention goes with it
-            assert diff == {"frames": 3, "attention": "none"}, cid
+        if diff.get("frames") == 3:  # one direction: nothing to fuse, no second side's term
+            assert diff == {"frames": 3, "attention": "none", "direction_hard_weight": 0.0}, cid
+        elif diff.get("motion_range") == 5:  # the research table's budget for r=5
+            assert diff == {"motion_range": 5, "steps": 2000}, cid
         else:
             assert len(diff) == 1, (cid, diff)
 
@@ -158,6 +170,8 @@ def test_ablation_covers_every_axis_of_the_research_question():
     assert seen["disappear"] == {False, True}
     assert seen["occlusion_mask"] == {False, True}
     assert seen["usage_weight"] == {0.0, 0.01}
+    assert seen["direction_hard_weight"] == {0.0, 1.0}
+    assert seen["network"] == {"shared", "joint"}
     assert seen["width"] == {16, 32}
     assert seen["attention"] == {"none", "motion", "segmentation"}
     assert seen["supervision"] == {"supervised", "unsupervised"}
