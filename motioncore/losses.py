@@ -156,11 +156,12 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
             return seen, seen.amax(1)
 
     per_dir, fused = reconstruct(frames, probs, attention, r)
+    target_dir = target[:, None].expand_as(per_dir)  # what each direction rebuilds on its own
     mask_dir, mask_fused = masks(probs)
     recon = penalty(fused, target, kind, mask_fused)
     loss, out = recon, {"loss_recon": recon.detach()}
     if per_dir.shape[1] == 2 and config.direction_weight > 0:
-        term = penalty(per_dir, target[:, None].expand_as(per_dir), kind, mask_dir)
+        term = penalty(per_dir, target_dir, kind, mask_dir)
         loss = loss + config.direction_weight * term
         out["loss_direction"] = term.detach()
     if config.reverse_weight > 0:
@@ -186,7 +187,7 @@ def unsupervised_loss(*, frames: torch.Tensor, logits: torch.Tensor,
             loss = loss + config.hard_weight * term
             out["loss_hard"] = term.detach()
         if own_hard > 0:
-            term = penalty(hard_dir, target[:, None].expand_as(hard_dir), kind, seen_dir)
+            term = penalty(hard_dir, target_dir, kind, seen_dir)
             loss = loss + own_hard * term
             out["loss_direction_hard"] = term.detach()
     if config.smooth_weight > 0:
