@@ -7,7 +7,8 @@ source grids as class ``k = (dy + r) * (2r + 1) + (dx + r)``.
 Randomness is a counter-based hash of ``(seed, split, index, stream)``, so a sequence
 depends on nothing but its index: batch size, batch composition and device do not change it.
 A batch's per-sequence integers are a few NumPy ops on the host and its pixels a few tensor
-ops on the device its digits live on (no Python loop over samples or pixels).
+ops on the device its digits live on, or on CPU one pass of a C kernel (``motioncore.native``)
+that gives the same values: no Python loop over samples or pixels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from motioncore import mnist
+from motioncore import mnist, native
 from motioncore.config import CHOICES, UsageError
 
 TARGET = 2
@@ -68,12 +69,26 @@ def check_params(*, motion_range: int, frames: int, noise: float, digits: int, i
 
 # --- counter-based randomness -------------------------------------------------------------
 
+_MIX = tuple(np.uint64(c) for c in (_M32, 16, 0x7FEB352D, 15, 0x846CA68B))
+
+
 def _mix(x):
     """lowbias32 integer hash of uint32 values held in Python ints or uint64 arrays.
 
     Products of two 32-bit values wrap modulo 2**64 only in bits that the mask drops, so the
     values are the same on every machine.
     """
+    if isinstance(x, np.ndarray):  # the same steps in place, with uint64 constants (faster)
+        m, s16, a, s15, b = _MIX
+        x = x & m
+        x ^= x >> s16
+        x *= a
+        x &= m
+        x ^= x >> s15
+        x *= b
+        x &= m
+        x ^= x >> s16
+        return x
     x = x & _M32
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _M32
@@ -192,17 +207,22 @@ def _windows(images: torch.Tensor, which: np.ndarray, wy: np.ndarray, wx: np.nda
 
 def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int, frames: int,
                noise: float = 0.0, digits: int = 1, image_size: int = 28, seed: int = 0,
-               split: str = "train", margin: int = 0) -> Batch:
+               split: str = "train", margin: int = 0, use_native: bool | None = None) -> Batch:
     """Generate the sequences ``indices`` of (seed, split) from the split's uint8 digit images.
 
     ``images`` may carry ``margin`` zero pixels on every side (``pad_digits``), which spares
     padding each batch. Per-sequence integers (hashes, velocities, window positions) are worked
-    out in NumPy on the host, where small arrays are cheapest; per-pixel work runs in torch on
-    the images' device.
+    out in NumPy on the host, where small arrays are cheapest; per-pixel work runs on the images'
+    device: in the C kernel (``motioncore.native``) on CPU when it is available, else in torch.
+    Both give the same values. ``use_native``: None picks, False forces torch, True the kernel.
     """
     check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                  image_size=image_size, split=split)
     r, T, S, dev = motion_range, frames, image_size, images.device
+    if use_native is None:
+        use_native = dev.type == "cpu" and native.available()
+    elif use_native and dev.type != "cpu":
+        raise ValueError(f"the C kernel runs on CPU tensors, not {dev.type}")
     keys = sequence_keys(torch.as_tensor(indices).cpu().numpy(), seed=seed, split=split)  # (N,)
     n = len(keys)
     h, w = images.shape[-2] - 2 * margin, images.shape[-1] - 2 * margin
@@ -212,13 +232,15 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
     k0 = class_index(0, 0, r)
     small = torch.int16 if (2 * r + 1) ** 2 < 2**15 else torch.int64  # cheap passes for labels
     canvas = labels = masks = None
+    if use_native:
+        images = images.contiguous()
+        canvas = torch.empty(n, T, S, S)
+        masks = torch.empty(n, T, S, S, dtype=torch.bool)
+        labels = torch.empty(n, len(step), S, S, dtype=torch.int64)
     velocity = np.empty((n, digits, 2), np.int64)
     for j in range(digits):  # digits, not samples: later digits are drawn over earlier ones
         # (N, 6): image id, vx, vy, offset x, offset y, and for the first digit the background
         bits = _draw(keys, 16 + j, 6 if j == 0 else 5).astype(np.int64)
-        if j == 0 and noise > 0:
-            pick = torch.from_numpy(bits[:, 5] % NOISE_ROWS**2).to(dev)
-            canvas = background(pick, S * S).view(n, 1, S, S).mul_(noise)  # (N,1,S,S) static
         v = bits[:, 1:3] % (2 * r + 1) - r  # (N, 2) as (vx, vy)
         velocity[:, j] = v
         top, left = (S - h) // 2, (S - w) // 2  # first digit: centred (unshifted at 28x28)
@@ -228,19 +250,35 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
         # Content in frame t is the digit shifted by (t - 2) v, so frame t shows the window of
         # the digit plane at (-top - (t-2) vy, -left - (t-2) vx); windows wholly off the digit
         # are clamped to ones that read only zeros.
-        wy = np.clip(-(np.reshape(top, (-1, 1)) + shift * v[:, 1:]), -S, h)  # (N, T)
-        wx = np.clip(-(np.reshape(left, (-1, 1)) + shift * v[:, :1]), -S, w)
-        alpha = _windows(images, bits[:, 0] % images.shape[0], wy, wx, margin, S)  # (N,T,S,S)
+        wy = np.minimum(np.maximum(-(np.reshape(top, (-1, 1)) + shift * v[:, 1:]), -S), h)  # (N,T)
+        wx = np.minimum(np.maximum(-(np.reshape(left, (-1, 1)) + shift * v[:, :1]), -S), w)
+        which = bits[:, 0] % images.shape[0]
+        d = v[:, None, :] * step[None, :, None]  # (N, D, 2) displacement of each source's pixels
+        cls = class_index(d[..., 0], d[..., 1], r)  # (N, D)
+        noisy = j == 0 and noise > 0
+        pick = bits[:, 5] % NOISE_ROWS**2 if noisy else None  # 20 bits: two noise-table rows
+        if use_native:  # window offsets are in padded-plane pixels; the kernel clips to the plane
+            mode = "over" if j > 0 else "noise" if noisy else "empty"
+            native.layer(images=images, which=which, wy=wy + margin, wx=wx + margin, size=S,
+                         mode=mode, out_frames=canvas, out_masks=masks, out_labels=labels,
+                         cls=cls, src=np.array(sources(T)), k0=k0,
+                         scale=_INV255 if mode != "empty" else 1.0 / 255.0,
+                         tables=_noise_tables(S * S, dev) if noisy else None,
+                         rows=np.stack([pick % NOISE_ROWS, pick // NOISE_ROWS], 1) if noisy else None,
+                         noise=noise)
+            continue
+        if noisy:
+            canvas = background(torch.from_numpy(pick).to(dev), S * S).view(n, 1, S, S).mul_(noise)
+        alpha = _windows(images, which, wy, wx, margin, S)  # (N, T, S, S) uint8
         present = alpha.bool()
         if canvas is None:  # the first digit on an empty canvas: exactly its intensities
             canvas = alpha.to(torch.float32).mul_(1.0 / 255.0)
-        else:  # alpha compositing I = a + (1 - a) * below
-            # all-float operands: a mixed uint8/float addcmul takes a slower path (1.3x the time)
+        else:  # alpha compositing I = a + (1 - a) * below, each product and sum rounded alone
+            # (no fused multiply-add, which would differ by device and from the C kernel)
             layer = alpha.to(torch.float32)
-            canvas = torch.addcmul(canvas, layer, (1.0 - canvas).mul_(_INV255), out=layer)
+            canvas = layer.mul_((1.0 - canvas).mul_(_INV255)).add_(canvas)
         masks = present if masks is None else masks.logical_or_(present)
-        d = v[:, None, :] * step[None, :, None]  # (N, D, 2) displacement of each source's pixels
-        cls = torch.from_numpy(class_index(d[..., 0], d[..., 1], r)[:, :, None, None]).to(dev)
+        cls = torch.from_numpy(cls[:, :, None, None]).to(dev)
         on = present[:, src].to(small)  # (N, D, S, S) 0/1
         if labels is None:  # background is k0: labels = k0 + on * (cls - k0)
             labels = on.mul_((cls - k0).to(small)).add_(k0)
@@ -257,32 +295,39 @@ class MovingDigits:
 
     def __init__(self, split: str, *, motion_range: int, frames: int, noise: float = 0.0,
                  digits: int = 1, image_size: int = 28, seed: int = 0, device="cpu",
-                 data_dir=None):
+                 data_dir=None, use_native: bool | None = None):
+        """``use_native`` as in ``make_batch``: None takes the C kernel on CPU when it is built."""
         check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                      image_size=image_size, split=split)
         self.split = split
         images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
-        margin = reach(motion_range=motion_range, digits=digits, image_size=image_size,
-                       digit_size=images.shape[-1])
-        self._padded = pad_digits(images, margin)  # windows never need a per-batch pad
+        # torch reads windows from digits padded once with zeros (no per-batch padding); the
+        # C kernel clips windows itself, so it reads the raw digits (a third of the bytes)
+        native_path = images.device.type == "cpu" and native.available() \
+            if use_native is None else use_native
+        margin = 0 if native_path else reach(motion_range=motion_range, digits=digits,
+                                             image_size=image_size, digit_size=images.shape[-1])
+        self._digits = pad_digits(images, margin) if margin else images
         self.params = dict(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
-                           image_size=image_size, seed=seed, split=split, margin=margin)
+                           image_size=image_size, seed=seed, split=split, margin=margin,
+                           use_native=native_path)
 
     @property
     def images(self) -> torch.Tensor:
-        """The split's uint8 digits ``(N, 28, 28)``: a view into the padded copy."""
+        """The split's uint8 digits ``(N, 28, 28)`` (a view when they are kept padded)."""
         m = self.params["margin"]
-        return self._padded[:, m:-m, m:-m]
+        return self._digits[:, m:-m, m:-m] if m else self._digits
 
     def __getitem__(self, indices) -> Batch:
         """Sequences at ``indices`` (a slice, a list or a tensor of ints)."""
         if isinstance(indices, slice):
             indices = torch.arange(indices.start or 0, indices.stop)
         indices = torch.as_tensor(indices)
-        if len(indices) <= self.CHUNK or self._padded.device.type != "cpu":
-            return make_batch(self._padded, indices, **self.params)
-        # Huge batches are made in cache-sized chunks on CPU: same values, several times faster.
-        parts = [make_batch(self._padded, c, **self.params) for c in indices.split(self.CHUNK)]
+        if len(indices) <= self.CHUNK or self._digits.device.type != "cpu" or self.params["use_native"]:
+            return make_batch(self._digits, indices, **self.params)
+        # Huge batches in torch are made in cache-sized chunks on CPU: same values, several
+        # times faster. (The C kernel works one sequence at a time anyway.)
+        parts = [make_batch(self._digits, c, **self.params) for c in indices.split(self.CHUNK)]
         return Batch(*(torch.cat([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
 
     def batches(self, batch_size: int, total: int):
