@@ -31,13 +31,24 @@ static inline void prefetch(const uint8_t *plane, int64_t plane_px, const int64_
 
 /* The s x s window of a ph x pw plane whose top-left pixel is at (wy, wx), zero off the plane,
  * into out (s * s bytes). */
+/* n <= 32 bytes as two overlapping fixed-size moves (a call to memcpy costs more than a row). */
+static inline void copy_row(uint8_t *restrict d, const uint8_t *restrict from, int64_t n) {
+    if (n > 32) memcpy(d, from, (size_t)n);
+    else if (n >= 16) memcpy(d, from, 16), memcpy(d + n - 16, from + n - 16, 16);
+    else if (n >= 8) memcpy(d, from, 8), memcpy(d + n - 8, from + n - 8, 8);
+    else if (n >= 4) memcpy(d, from, 4), memcpy(d + n - 4, from + n - 4, 4);
+    else for (int64_t x = 0; x < n; x++) d[x] = from[x];
+}
+
+/* The s x s window of a ph x pw plane whose top-left pixel is at (wy, wx), zero off the plane,
+ * into out (s * s bytes). */
 static inline void window(uint8_t *restrict out, const uint8_t *restrict plane, int64_t ph,
                           int64_t pw, int64_t wy, int64_t wx, int64_t s) {
     const int64_t x0 = wx < 0 ? -wx : 0, x1 = pw - wx < s ? pw - wx : s;  /* on the plane */
     const int64_t y0 = wy < 0 ? -wy : 0, y1 = ph - wy < s ? ph - wy : s;
     memset(out, 0, (size_t)(s * s));
     for (int64_t y = y0; y < y1 && x0 < x1; y++)
-        memcpy(out + y * s + x0, plane + (wy + y) * pw + wx + x0, (size_t)(x1 - x0));
+        copy_row(out + y * s + x0, plane + (wy + y) * pw + wx + x0, x1 - x0);
 }
 
 /* Layer of n sequences of tn frames of s x s pixels, each frame a window of a digit plane.
