@@ -2,7 +2,7 @@
 
 On CPU, make_batch's per-pixel work (window copies, noise background, compositing, masks,
 labels) takes a dozen PyTorch passes over the batch; the kernel does it in one pass per
-sequence, about 2.5x faster for a whole batch. PyTorch stays the reference: both paths give the
+sequence, about 2.7x faster for a whole batch. PyTorch stays the reference: both paths give the
 same values bit for bit (tests/test_data.py), CUDA batches use PyTorch, and a machine without a
 C compiler falls back to PyTorch with nothing else changed.
 
