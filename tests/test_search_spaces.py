@@ -116,7 +116,7 @@ def test_seed_table_adds_each_directions_argmax_term_to_t5_cells_only():
         weights[(c.frames, c.supervision)].add(c.direction_hard_weight)
     # T=3 cells keep the default, so their ids are the ones recorded before the term existed.
     assert weights == {(3, "supervised"): {0.0}, (3, "unsupervised"): {0.0},
-                       (5, "unsupervised"): {1.0}}
+                       (5, "unsupervised"): {2.0}}
 
 
 def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
@@ -170,7 +170,7 @@ def test_ablation_covers_every_axis_of_the_research_question():
     assert seen["disappear"] == {False, True}
     assert seen["occlusion_mask"] == {False, True}
     assert seen["usage_weight"] == {0.0, 0.01}
-    assert seen["direction_hard_weight"] == {0.0, 1.0}
+    assert seen["direction_hard_weight"] == {0.0, 1.0, 2.0}
     assert seen["network"] == {"shared", "joint"}
     assert seen["width"] == {16, 32}
     assert seen["attention"] == {"none", "motion", "segmentation"}
