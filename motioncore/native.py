@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -65,7 +66,7 @@ def build(cache: Path, cc: str | None) -> Path:
             out = Path(tmp) / lib.name
             # function multi-versioning needs GCC or clang on an ELF platform; else one build
             for extra in (["-DMOTIONCORE_CLONES"], []):
-                done = subprocess.run([cc, *FLAGS, *extra, "-o", str(out), str(SOURCE)],
+                done = subprocess.run([*shlex.split(cc), *FLAGS, *extra, "-o", str(out), str(SOURCE)],
                                       capture_output=True, text=True, timeout=120)
                 if done.returncode == 0:
                     break
@@ -134,7 +135,8 @@ def layer(*, images, which, wy, wx, size: int, mode: str, out_frames, out_masks,
                (out_labels, (n, len(src), size, size), torch.int64)]
     buffers += [(t, (len(t), size * size), torch.float32) for t in tables] if noisy else []
     for a, shape, dtype in buffers:
-        if a.dtype != dtype or a.is_cuda or not a.is_contiguous() or shape and a.shape != shape:
+        if a.dtype != dtype or a.device.type != "cpu" or not a.is_contiguous() or \
+                shape and a.shape != shape:
             raise ValueError(f"C kernel buffer {tuple(a.shape)} {a.dtype}: expected {shape} {dtype}")
     if wx.shape != (n, frames) or which.shape != (n,) or cls.shape != (n, len(src)) or \
             rows.shape != (n, 2) or images.dim() != 3:

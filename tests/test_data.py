@@ -287,6 +287,7 @@ def test_the_kernel_builds_once_per_cache_and_names_a_missing_compiler(tmp_path)
     stamp = lib.stat().st_mtime_ns
     assert native.build(tmp_path, cc) == lib and lib.stat().st_mtime_ns == stamp  # cached
     assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary left behind
+    assert native.build(tmp_path / "flags", f"{cc} -w").exists()  # $CC may carry flags
     with pytest.raises(native.NativeUnavailable, match="no-such-cc"):
         native.build(tmp_path / "other", str(tmp_path / "no-such-cc"))
     with pytest.raises(native.NativeUnavailable, match="no C compiler"):
