@@ -4,10 +4,11 @@ The baseline is the research table's T=5 recipe (``seed_table.UNSUPERVISED_T5``:
 argmax term, class-usage term, each direction's own argmax term, width 32, 1,000 steps), so
 each cell shows what one of its parts is worth. Axes: motion range, frames, supervision, noise
 (0, 0.25, 0.5), attention design, loss (l1, l2), the disappear class, the occlusion mask, the
-class-usage term (usage_weight 0, 0.01), each direction's argmax term (direction_hard_weight 0,
-1, 2), one network per side or one for all four frames, and the model width (16, 32). Every cell
-differs from the baseline in exactly one factor (frames=3 also drops what needs a second
-direction; r=5 trains the table's 2,000 steps).
+class-usage term (usage_weight 0, 0.01), the fused argmax term's weight (hard_weight 1, 2),
+each direction's argmax term (direction_hard_weight 0, 1, 2), one network per side or one for
+all four frames, and the model width (16, 32). Every cell differs from the baseline in exactly
+one factor (frames=3 also drops what needs a second direction; r=5 trains the table's 2,000
+steps).
 
     python -m orchestrator.sweep --space ablation --seeds 3
     python -m orchestrator.sweep --space ablation --dry-run
@@ -30,6 +31,7 @@ AXES = {
     "disappear": (False, True),
     "occlusion_mask": (False, True),
     "usage_weight": (0.0, 0.01),
+    "hard_weight": (1.0, 2.0),
     "direction_hard_weight": (0.0, 1.0, 2.0),
     "network": ("shared", "joint"),
     "width": (16, 32),

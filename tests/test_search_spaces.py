@@ -117,6 +117,9 @@ def test_seed_table_adds_each_directions_argmax_term_to_t5_cells_only():
     # T=3 cells keep the default, so their ids are the ones recorded before the term existed.
     assert weights == {(3, "supervised"): {0.0}, (3, "unsupervised"): {0.0},
                        (5, "unsupervised"): {2.0}}
+    # The fused argmax term: 2 at T=3; 1 at T=5, where 2 with the direction terms spreads motion.
+    hard = {(c.frames, c.supervision, c.hard_weight) for c in cfgs.values() if c.supervision != "supervised"}
+    assert hard == {(3, "unsupervised", 2.0), (5, "unsupervised", 1.0)}
 
 
 def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
@@ -171,6 +174,7 @@ def test_ablation_covers_every_axis_of_the_research_question():
     assert seen["occlusion_mask"] == {False, True}
     assert seen["usage_weight"] == {0.0, 0.01}
     assert seen["direction_hard_weight"] == {0.0, 1.0, 2.0}
+    assert seen["hard_weight"] == {1.0, 2.0}
     assert seen["network"] == {"shared", "joint"}
     assert seen["width"] == {16, 32}
     assert seen["attention"] == {"none", "motion", "segmentation"}
