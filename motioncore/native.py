@@ -127,7 +127,7 @@ def layer(*, images, which, wy, wx, size: int, mode: str, out_frames, out_masks,
     which, wy, wx, cls, src = (np.ascontiguousarray(a, np.int64) for a in (which, wy, wx, cls, src))
     n, frames = wy.shape
     noisy = mode == "noise"
-    rows = np.ascontiguousarray(rows if noisy else np.zeros((n, 2)), np.int64)
+    rows = np.ascontiguousarray(rows, np.int64) if noisy else None  # read only for noise
     # The kernel writes raw memory: every buffer must have the size and layout it assumes (it
     # checks digit, noise-row and source-frame indices itself).
     buffers = [(images, None, torch.uint8), (out_frames, (n, frames, size, size), torch.float32),
@@ -139,14 +139,14 @@ def layer(*, images, which, wy, wx, size: int, mode: str, out_frames, out_masks,
                 shape and a.shape != shape:
             raise ValueError(f"C kernel buffer {tuple(a.shape)} {a.dtype}: expected {shape} {dtype}")
     if wx.shape != (n, frames) or which.shape != (n,) or cls.shape != (n, len(src)) or \
-            rows.shape != (n, 2) or images.dim() != 3:
+            noisy and rows.shape != (n, 2) or images.dim() != 3:
         raise ValueError("C kernel arguments disagree in shape")
     table_a, table_b = tables if noisy else (None, None)
     status = lib.motioncore_layer(
         images.data_ptr(), *images.shape, which.ctypes.data, wy.ctypes.data, wx.ctypes.data, n,
         frames, size, MODES[mode], table_a.data_ptr() if noisy else None,
         table_b.data_ptr() if noisy else None, min(len(table_a), len(table_b)) if noisy else 0,
-        rows.ctypes.data, noise, scale, out_frames.data_ptr(), out_masks.data_ptr(),
+        rows.ctypes.data if noisy else None, noise, scale, out_frames.data_ptr(), out_masks.data_ptr(),
         out_labels.data_ptr(), cls.ctypes.data, len(src), src.ctypes.data, k0)
     if status == -2:
         raise IndexError("C kernel: a digit, noise-row or source-frame index is out of range")
