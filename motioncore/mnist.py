@@ -59,14 +59,18 @@ class MnistError(Exception):
     """A user-fixable problem with the MNIST files; its message is one line."""
 
 
+def user_cache() -> Path:
+    """motioncore's per-user cache: ``$XDG_CACHE_HOME/motioncore``, default ``~/.cache/motioncore``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "motioncore"
+
+
 def data_dir(flag: str | os.PathLike | None = None) -> Path:
     """The directory holding the IDX files: flag, else $MOTIONCORE_DATA, else the user cache."""
     if flag:
         return Path(flag).expanduser()
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "motioncore" / "mnist"
+    return user_cache() / "mnist"
 
 
 def _fix(directory: Path) -> str:

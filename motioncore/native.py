@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from motioncore.mnist import user_cache
+
 SOURCE = Path(__file__).with_name("_layers.c")
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
 ENV_VAR = "MOTIONCORE_NATIVE"
@@ -40,10 +42,6 @@ _ARGTYPES = [_P, _I, _I, _I, _P, _P, _P, _I, _I, _I, ctypes.c_int, _P, _P, _I, _
 
 class NativeUnavailable(RuntimeError):
     """The kernel cannot be built or loaded here; the message says why."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "motioncore"
 
 
 def compiler() -> str | None:
@@ -81,7 +79,7 @@ def build(cache: Path, cc: str | None) -> Path:
 
 def load(cache: Path | None = None, cc: str | None = None) -> ctypes.CDLL:
     """Build (when needed) and load the kernel; raises NativeUnavailable with the reason."""
-    path = build(cache or cache_dir(), cc or compiler())
+    path = build(cache or user_cache(), cc or compiler())
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:

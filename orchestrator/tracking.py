@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from motioncore.config import METRIC_NAMES as NAMES
 from motioncore.config import UsageError
+from motioncore.mnist import user_cache
 
 if TYPE_CHECKING:  # mlflow takes seconds to import: the sweep imports it while Ray starts
     from mlflow.tracking import MlflowClient
@@ -69,8 +70,7 @@ def client_for(uri: str) -> MlflowClient:
 def _schema_template() -> Path:
     import mlflow
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "motioncore" / f"mlflow-{mlflow.__version__}-schema.db"
+    return user_cache() / f"mlflow-{mlflow.__version__}-schema.db"
 
 
 def _copy_schema(path: Path) -> None:
