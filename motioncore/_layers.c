@@ -29,8 +29,6 @@ static inline void prefetch(const uint8_t *plane, int64_t plane_px, const int64_
         }
 }
 
-/* The s x s window of a ph x pw plane whose top-left pixel is at (wy, wx), zero off the plane,
- * into out (s * s bytes). */
 /* n <= 32 bytes as two overlapping fixed-size moves (a call to memcpy costs more than a row). */
 static inline void copy_row(uint8_t *restrict d, const uint8_t *restrict from, int64_t n) {
     if (n > 32) memcpy(d, from, (size_t)n);

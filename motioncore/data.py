@@ -205,6 +205,15 @@ def _windows(images: torch.Tensor, which: np.ndarray, wy: np.ndarray, wx: np.nda
     return runs.index_select(0, rows.view(-1)).view(len(which), -1, size, size)
 
 
+def _native_path(use_native: bool | None, device: torch.device) -> bool:
+    """Whether per-pixel work runs in the C kernel: None takes it on CPU when it is built."""
+    if use_native is None:
+        return device.type == "cpu" and native.available()
+    if use_native and device.type != "cpu":
+        raise ValueError(f"the C kernel runs on CPU tensors, not {device.type}")
+    return use_native
+
+
 def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int, frames: int,
                noise: float = 0.0, digits: int = 1, image_size: int = 28, seed: int = 0,
                split: str = "train", margin: int = 0, use_native: bool | None = None) -> Batch:
@@ -219,10 +228,7 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
     check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                  image_size=image_size, split=split)
     r, T, S, dev = motion_range, frames, image_size, images.device
-    if use_native is None:
-        use_native = dev.type == "cpu" and native.available()
-    elif use_native and dev.type != "cpu":
-        raise ValueError(f"the C kernel runs on CPU tensors, not {dev.type}")
+    use_native = _native_path(use_native, dev)
     keys = sequence_keys(torch.as_tensor(indices).cpu().numpy(), seed=seed, split=split)  # (N,)
     n = len(keys)
     h, w = images.shape[-2] - 2 * margin, images.shape[-1] - 2 * margin
@@ -303,8 +309,7 @@ class MovingDigits:
         images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
         # torch reads windows from digits padded once with zeros (no per-batch padding); the
         # C kernel clips windows itself, so it reads the raw digits (a third of the bytes)
-        native_path = images.device.type == "cpu" and native.available() \
-            if use_native is None else use_native
+        native_path = _native_path(use_native, images.device)
         margin = 0 if native_path else reach(motion_range=motion_range, digits=digits,
                                              image_size=image_size, digit_size=images.shape[-1])
         self._digits = pad_digits(images, margin) if margin else images
