@@ -3,9 +3,7 @@
     python benchmarks/datagen.py [--n 10000] [--batch 256] [--threads 1]
 
 Both make the same sequences (T=5, r=5, noise 0.5): the baseline loops over samples and
-slices each frame, as research code usually does. On CPU the project's generator takes its C
-kernel when it is built (``cpu_path``); the PyTorch path is timed too when it is not the one
-taken (``torch_path_seq_per_s``). Prints one JSON object as its last line.
+slices each frame, as research code usually does. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -19,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from motioncore import native
-from motioncore.data import MovingDigits, class_index
+from motioncore.data import MovingDigits
+from motioncore.motion import class_index
 
 
 def baseline_sequence(img: np.ndarray, v: tuple[int, int], frames: int, r: int, noise: float,
@@ -88,16 +86,12 @@ def main() -> None:
     cpu = MovingDigits("train", **params)
     result = {"n": a.n, "batch": a.batch, "threads": a.threads, "repeats": a.repeats, "T": frames, "r": r,
               "noise": noise, "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "cpu_path": native.describe()}
+              "torch": torch.__version__}
     result["project_seq_per_s"] = time_project(cpu, a.n, a.batch, lambda: None, a.repeats)
     result["project_10k_seconds"] = 10_000 / result["project_seq_per_s"]
     digits = np.ascontiguousarray(cpu.images.numpy())  # the baseline slices a plain array
     result["baseline_seq_per_s"] = time_baseline(digits, min(a.n, 5000), r, frames, noise, a.repeats)
     result["speedup"] = result["project_seq_per_s"] / result["baseline_seq_per_s"]
-    if cpu.params["use_native"]:  # the same sequences from the PyTorch path, for comparison
-        torch_path = MovingDigits("train", **params, use_native=False)
-        result["torch_path_seq_per_s"] = time_project(torch_path, a.n, a.batch, lambda: None, a.repeats)
-        result["torch_path_speedup"] = result["torch_path_seq_per_s"] / result["baseline_seq_per_s"]
     if torch.cuda.is_available():
         gpu = MovingDigits("train", **params, device="cuda")
         result["cuda_device"] = torch.cuda.get_device_name()

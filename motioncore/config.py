@@ -21,10 +21,16 @@ CHOICES = {
 }
 
 
-# The metric names of CONVENTIONS.md (defined in metrics.py; here so that callers without
+# The metric names of docs/conventions.md (defined in metrics.py; here so that callers without
 # torch, like the sweep driver, can name them).
 METRIC_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy",
                 "attn_acc")
+
+# Recipe constants that are not worth a config field, each with why it is what it is.
+WARMUP_STEPS = 50  # linear learning-rate warm-up: Adam's first moments are noisy, BatchNorm's too
+LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of lr, not 0: late steps still learn
+ENTROPY_RAMP = 0.5  # the entropy term reaches its weight at this fraction of training: early
+#   training must explore motions before being pushed to commit to one per pixel
 
 
 class UsageError(ValueError):
@@ -93,9 +99,7 @@ class RunConfig:
                 )
         _at_least(self, motion_range=1, digits=1, image_size=8, width=1, depth=0, batch_size=1,
                   steps=0, eval_every=1, val_size=1, test_size=1, seed=0, eval_seed=0)
-        _positive_or_zero(self, "lr", "weight_decay", "direction_weight", "reverse_weight",
-                          "entropy_weight", "smooth_weight", "hard_weight", "usage_weight",
-                          "direction_hard_weight")
+        _positive_or_zero(self, "lr", "weight_decay", *WEIGHTS)
         if not 0.0 <= self.noise <= 1.0:
             raise UsageError(f"noise={self.noise}: allowed range is [0, 1]")
         if not 0.0 <= self.ema < 1.0:
@@ -132,20 +136,23 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return from_dict({**self.to_dict(), **changes})
 
+    def changed(self) -> dict[str, Any]:
+        """The fields set away from their defaults."""
+        return {k: v for k, v in self.to_dict().items() if v != getattr(RunConfig, k)}
+
     def hash(self) -> str:
         """Short stable id of everything but the seed and device: runs with equal hashes are replicates.
 
-        Fields added after runs were recorded (``_LATER_FIELDS``) count only when set away from
-        their default, so adding a knob leaves the ids of recorded runs, and so their resumption,
-        unchanged."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("seed", "device")
-             and not (k in _LATER_FIELDS and v == getattr(RunConfig, k))}
+        Only fields away from their default count, so adding a field (at a default that keeps
+        the old behaviour) leaves the id of every recorded run, and so its resumption, unchanged."""
+        d = {k: v for k, v in self.changed().items() if k not in ("seed", "device")}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 _TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
-_LATER_FIELDS = ("usage_weight", "direction_hard_weight")
 FIELDS = tuple(_TYPES)
+# Every weight of an objective term (motioncore/losses.py names the term each one scales).
+WEIGHTS = tuple(n for n in FIELDS if n.endswith("_weight"))
 
 
 def _at_least(cfg: RunConfig, **minimum: int) -> None:

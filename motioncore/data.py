@@ -1,53 +1,27 @@
 """Seeded, batched generation of moving-digit sequences and their motion labels.
 
-Everything follows CONVENTIONS.md: frames ``(N, T, H, W)`` in [0, 1], target frame 2,
-sources frame 1 (forward, d=0) and frame 3 (backward, d=1, T=5 only), labels on the
-source grids as class ``k = (dy + r) * (2r + 1) + (dx + r)``.
+Everything follows docs/conventions.md: frames ``(N, T, H, W)`` in [0, 1], target frame 2,
+labels on the source grids as motion classes (the geometry is ``motioncore.motion``'s).
 
 Randomness is a counter-based hash of ``(seed, split, index, stream)``, so a sequence
 depends on nothing but its index: batch size, batch composition and device do not change it.
 A batch's per-sequence integers are a few NumPy ops on the host and its pixels a few tensor
-ops on the device its digits live on, or on CPU one pass of a C kernel (``motioncore.native``)
-that gives the same values: no Python loop over samples or pixels.
+ops on the device its digits live on: no Python loop over samples or pixels.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from motioncore import mnist, native
+from motioncore import cli, mnist, viz
 from motioncore.config import CHOICES, UsageError
-
-TARGET = 2
-SPLIT_SALT = {"train": 0x3C6EF372, "val": 0xA54FF53A, "test": 0x510E527F}
-_M32 = 0xFFFFFFFF
-
-
-def sources(frames: int) -> tuple[int, ...]:
-    """Source frame index of each direction: (1,) for T=3, (1, 3) for T=5."""
-    return (1,) if frames == 3 else (1, 3)
-
-
-def input_frames(frames: int) -> tuple[int, ...]:
-    """The frames a model sees: (0, 1) for T=3, (0, 1, 3, 4) for T=5."""
-    return (0, 1) if frames == 3 else (0, 1, 3, 4)
-
-
-def class_index(dx, dy, r: int):
-    """Class of displacement (dx, dy): ``(dy + r) * (2r + 1) + (dx + r)``."""
-    return (dy + r) * (2 * r + 1) + (dx + r)
-
-
-def displacements(r: int, device=None) -> torch.Tensor:
-    """``(K, 2)`` int64 table of (dx, dy) per class, the inverse of ``class_index``."""
-    k = torch.arange((2 * r + 1) ** 2, device=device)
-    return torch.stack([k % (2 * r + 1) - r, k // (2 * r + 1) - r], dim=1)
+from motioncore.motion import TARGET, class_index, displacements, num_classes, sources, zero_class
+from motioncore.randomness import NOISE_ROWS, background, draw, sequence_keys
 
 
 def check_params(*, motion_range: int, frames: int, noise: float, digits: int, image_size: int,
@@ -65,79 +39,6 @@ def check_params(*, motion_range: int, frames: int, noise: float, digits: int, i
         raise UsageError(f"image size {image_size!r}: must be an integer >= 8")
     if split is not None and split not in mnist.SPLITS:
         raise UsageError(f"split {split!r}: allowed values are {', '.join(mnist.SPLITS)}")
-
-
-# --- counter-based randomness -------------------------------------------------------------
-
-_MIX = tuple(np.uint64(c) for c in (_M32, 16, 0x7FEB352D, 15, 0x846CA68B))
-
-
-def _mix(x):
-    """lowbias32 integer hash of uint32 values held in Python ints or uint64 arrays.
-
-    Products of two 32-bit values wrap modulo 2**64 only in bits that the mask drops, so the
-    values are the same on every machine.
-    """
-    if isinstance(x, np.ndarray):  # the same steps in place, with uint64 constants (faster)
-        m, s16, a, s15, b = _MIX
-        x = x & m
-        x ^= x >> s16
-        x *= a
-        x &= m
-        x ^= x >> s15
-        x *= b
-        x &= m
-        x ^= x >> s16
-        return x
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _M32
-    return x ^ (x >> 16)
-
-
-def _draw(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
-    """``(N, count)`` uint32 values (as uint64) for each sequence key and one named stream.
-
-    Column ``i`` does not depend on ``count``: a longer draw extends a shorter one.
-    """
-    base = _mix(keys ^ np.uint64(_mix(stream + 0x9E3779B9)))  # (N,)
-    return _mix(base[:, None] + np.arange(count, dtype=np.uint64))  # (N, count)
-
-
-def sequence_keys(indices: np.ndarray, *, seed: int, split: str) -> np.ndarray:
-    """One 32-bit key (as uint64) per sequence, a function of (seed, split, index) only."""
-    idx = indices.astype(np.uint64)
-    head = np.uint64(_mix((seed & _M32) ^ SPLIT_SALT[split]))
-    return _mix(_mix(head + (idx >> np.uint64(32))) ^ (idx & np.uint64(_M32)))
-
-
-NOISE_ROWS = 1024  # rows per background table: 2**20 distinct fields per canvas size
-
-
-@functools.lru_cache(maxsize=8)
-def _noise_tables(pixels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two ``(NOISE_ROWS, pixels)`` tables of Uniform[0, 1) values with 16 bits of resolution."""
-    bits = _draw(_mix(np.arange(2 * NOISE_ROWS, dtype=np.uint64) ^ np.uint64(0x2545F491)), 2,
-                 (pixels + 1) // 2)
-    pairs = np.stack([bits >> np.uint64(16), bits & np.uint64(0xFFFF)], -1).reshape(len(bits), -1)
-    table = torch.from_numpy((pairs[:, :pixels] * (1.0 / (1 << 16))).astype(np.float32)).to(device)
-    return table[:NOISE_ROWS].contiguous(), table[NOISE_ROWS:].contiguous()
-
-
-def background(bits: torch.Tensor, pixels: int) -> torch.Tensor:
-    """``(N, pixels)`` i.i.d. Uniform[0, 1) fields, one per 20-bit value in ``bits``.
-
-    A field is ``frac(A[i] + B[j])`` for rows i, j picked by the bits. Given any A, the sum
-    modulo 1 of a uniform B is uniform and independent of A, so two fields that share a row are
-    still independent; 2**20 (i, j) pairs keep whole-field repeats rare. Sums of 16-bit
-    fractions are exact in float32, so every device gives the same values. Two row copies and
-    one add replace hashing every pixel (8x faster on CPU).
-    """
-    table_a, table_b = _noise_tables(pixels, bits.device)
-    field = table_a.index_select(0, bits % NOISE_ROWS)
-    return field.add_(table_b.index_select(0, bits // NOISE_ROWS)).frac_()
 
 
 # --- generation ----------------------------------------------------------------------------
@@ -205,48 +106,32 @@ def _windows(images: torch.Tensor, which: np.ndarray, wy: np.ndarray, wx: np.nda
     return runs.index_select(0, rows.view(-1)).view(len(which), -1, size, size)
 
 
-def _native_path(use_native: bool | None, device: torch.device) -> bool:
-    """Whether per-pixel work runs in the C kernel: None takes it on CPU when it is built."""
-    if use_native is None:
-        return device.type == "cpu" and native.available()
-    if use_native and device.type != "cpu":
-        raise ValueError(f"the C kernel runs on CPU tensors, not {device.type}")
-    return use_native
-
-
 def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int, frames: int,
                noise: float = 0.0, digits: int = 1, image_size: int = 28, seed: int = 0,
-               split: str = "train", margin: int = 0, use_native: bool | None = None) -> Batch:
+               split: str = "train", margin: int = 0) -> Batch:
     """Generate the sequences ``indices`` of (seed, split) from the split's uint8 digit images.
 
     ``images`` may carry ``margin`` zero pixels on every side (``pad_digits``), which spares
     padding each batch. Per-sequence integers (hashes, velocities, window positions) are worked
-    out in NumPy on the host, where small arrays are cheapest; per-pixel work runs on the images'
-    device: in the C kernel (``motioncore.native``) on CPU when it is available, else in torch.
-    Both give the same values. ``use_native``: None picks, False forces torch, True the kernel.
+    out in NumPy on the host, where small arrays are cheapest; per-pixel work runs in torch on the
+    images' device.
     """
     check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                  image_size=image_size, split=split)
     r, T, S, dev = motion_range, frames, image_size, images.device
-    use_native = _native_path(use_native, dev)
     keys = sequence_keys(torch.as_tensor(indices).cpu().numpy(), seed=seed, split=split)  # (N,)
     n = len(keys)
     h, w = images.shape[-2] - 2 * margin, images.shape[-1] - 2 * margin
     shift = np.arange(T) - TARGET  # (T,) frame offset from the target
     src = slice(1, 2) if T == 3 else slice(1, 4, 2)  # the source frames, as a view
     step = np.array([TARGET - s for s in sources(T)])  # (D,): +1 forward, -1 backward
-    k0 = class_index(0, 0, r)
-    small = torch.int16 if (2 * r + 1) ** 2 < 2**15 else torch.int64  # cheap passes for labels
+    k0 = zero_class(r)
+    small = torch.int16 if num_classes(r) < 2**15 else torch.int64  # cheap passes for labels
     canvas = labels = masks = None
-    if use_native:
-        images = images.contiguous()
-        canvas = torch.empty(n, T, S, S)
-        masks = torch.empty(n, T, S, S, dtype=torch.bool)
-        labels = torch.empty(n, len(step), S, S, dtype=torch.int64)
     velocity = np.empty((n, digits, 2), np.int64)
     for j in range(digits):  # digits, not samples: later digits are drawn over earlier ones
         # (N, 6): image id, vx, vy, offset x, offset y, and for the first digit the background
-        bits = _draw(keys, 16 + j, 6 if j == 0 else 5).astype(np.int64)
+        bits = draw(keys, 16 + j, 6 if j == 0 else 5).astype(np.int64)
         v = bits[:, 1:3] % (2 * r + 1) - r  # (N, 2) as (vx, vy)
         velocity[:, j] = v
         top, left = (S - h) // 2, (S - w) // 2  # first digit: centred (unshifted at 28x28)
@@ -263,16 +148,6 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
         cls = class_index(d[..., 0], d[..., 1], r)  # (N, D)
         noisy = j == 0 and noise > 0
         pick = bits[:, 5] % NOISE_ROWS**2 if noisy else None  # 20 bits: two noise-table rows
-        if use_native:  # window offsets are in padded-plane pixels; the kernel clips to the plane
-            mode = "over" if j > 0 else "noise" if noisy else "empty"
-            native.layer(images=images, which=which, wy=wy + margin, wx=wx + margin, size=S,
-                         mode=mode, out_frames=canvas, out_masks=masks, out_labels=labels,
-                         cls=cls, src=np.array(sources(T)), k0=k0,
-                         scale=_INV255 if mode != "empty" else 1.0 / 255.0,
-                         tables=_noise_tables(S * S, dev) if noisy else None,
-                         rows=np.stack([pick % NOISE_ROWS, pick // NOISE_ROWS], 1) if noisy else None,
-                         noise=noise)
-            continue
         if noisy:
             canvas = background(torch.from_numpy(pick).to(dev), S * S).view(n, 1, S, S).mul_(noise)
         alpha = _windows(images, which, wy, wx, margin, S)  # (N, T, S, S) uint8
@@ -280,7 +155,7 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
         if canvas is None:  # the first digit on an empty canvas: exactly its intensities
             canvas = alpha.to(torch.float32).mul_(1.0 / 255.0)
         else:  # alpha compositing I = a + (1 - a) * below, each product and sum rounded alone
-            # (no fused multiply-add, which would differ by device and from the C kernel)
+            # (no fused multiply-add, which would differ by device)
             layer = alpha.to(torch.float32)
             canvas = layer.mul_((1.0 - canvas).mul_(_INV255)).add_(canvas)
         masks = present if masks is None else masks.logical_or_(present)
@@ -301,21 +176,17 @@ class MovingDigits:
 
     def __init__(self, split: str, *, motion_range: int, frames: int, noise: float = 0.0,
                  digits: int = 1, image_size: int = 28, seed: int = 0, device="cpu",
-                 data_dir=None, use_native: bool | None = None):
-        """``use_native`` as in ``make_batch``: None takes the C kernel on CPU when it is built."""
+                 data_dir=None):
         check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                      image_size=image_size, split=split)
         self.split = split
         images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
-        # torch reads windows from digits padded once with zeros (no per-batch padding); the
-        # C kernel clips windows itself, so it reads the raw digits (a third of the bytes)
-        native_path = _native_path(use_native, images.device)
-        margin = 0 if native_path else reach(motion_range=motion_range, digits=digits,
-                                             image_size=image_size, digit_size=images.shape[-1])
-        self._digits = pad_digits(images, margin) if margin else images
+        # windows are read from digits padded once with zeros: no per-batch padding
+        margin = reach(motion_range=motion_range, digits=digits, image_size=image_size,
+                       digit_size=images.shape[-1])
+        self._digits = pad_digits(images, margin)
         self.params = dict(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
-                           image_size=image_size, seed=seed, split=split, margin=margin,
-                           use_native=native_path)
+                           image_size=image_size, seed=seed, split=split, margin=margin)
 
     @property
     def images(self) -> torch.Tensor:
@@ -328,10 +199,9 @@ class MovingDigits:
         if isinstance(indices, slice):
             indices = torch.arange(indices.start or 0, indices.stop)
         indices = torch.as_tensor(indices)
-        if len(indices) <= self.CHUNK or self._digits.device.type != "cpu" or self.params["use_native"]:
+        if len(indices) <= self.CHUNK or self._digits.device.type != "cpu":
             return make_batch(self._digits, indices, **self.params)
-        # Huge batches in torch are made in cache-sized chunks on CPU: same values, several
-        # times faster. (The C kernel works one sequence at a time anyway.)
+        # Huge batches are made in cache-sized chunks on CPU: same values, several times faster.
         parts = [make_batch(self._digits, c, **self.params) for c in indices.split(self.CHUNK)]
         return Batch(*(torch.cat([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
 
@@ -346,8 +216,8 @@ class MovingDigits:
 def summary(batch: Batch, motion_range: int) -> str:
     """A one-screen text summary: shapes, foreground share, class histogram, zero baseline."""
     labels, fg = batch.labels, batch.fg
-    k0 = class_index(0, 0, motion_range)
-    counts = torch.bincount(labels.flatten(), minlength=(2 * motion_range + 1) ** 2)
+    k0 = zero_class(motion_range)
+    counts = torch.bincount(labels.flatten(), minlength=num_classes(motion_range))
     table = displacements(motion_range)
     top = torch.argsort(counts, descending=True)[:8]
     lines = [
@@ -365,6 +235,7 @@ def summary(batch: Batch, motion_range: int) -> str:
     return "\n".join(lines)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m motioncore.data",
                                 description="Generate moving-MNIST sequences with motion labels.")
@@ -381,29 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", help="draw a few sequences with their motion labels")
     p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
     args = p.parse_args(argv)
-    try:
-        if args.n <= 0:
-            raise UsageError(f"--n {args.n}: must be an integer >= 1")
-        check_params(motion_range=args.motion_range, frames=args.frames, noise=args.noise,
-                     digits=args.digits, image_size=args.image_size, split=args.split)
-        gen = MovingDigits(args.split, motion_range=args.motion_range, frames=args.frames,
-                           noise=args.noise, digits=args.digits, image_size=args.image_size,
-                           seed=args.seed, data_dir=args.data_dir)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except mnist.MnistError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.n <= 0:
+        raise UsageError(f"--n {args.n}: must be an integer >= 1")
+    check_params(motion_range=args.motion_range, frames=args.frames, noise=args.noise,
+                 digits=args.digits, image_size=args.image_size, split=args.split)
+    gen = MovingDigits(args.split, motion_range=args.motion_range, frames=args.frames,
+                       noise=args.noise, digits=args.digits, image_size=args.image_size,
+                       seed=args.seed, data_dir=args.data_dir)
     batch = gen[args.start:args.start + args.n]
     print(summary(batch, args.motion_range))
-    print(f"generated by: {native.describe()}")
     if args.out:
         np.savez_compressed(args.out, **batch.to_numpy())
         print(f"wrote {args.out}")
     if args.png:
-        from motioncore import viz
-
         viz.sequences_png(batch, args.motion_range, args.png)
         print(f"wrote {args.png}")
     return 0

@@ -1,4 +1,4 @@
-"""The metrics of CONVENTIONS.md, in one place.
+"""The metrics of docs/conventions.md, in one place.
 
 ``batch_sums`` turns one batch into numerators and denominators (per direction where the
 metric averages over directions); ``finalize`` turns the summed parts into the named metrics,
@@ -10,15 +10,17 @@ from __future__ import annotations
 import torch
 
 from motioncore.config import METRIC_NAMES
-from motioncore.data import TARGET, class_index, displacements, sources
-from motioncore.losses import coverage, moving_classes, one_hot_motion
+from motioncore.motion import (
+    TARGET,
+    displacements,
+    moving_classes,
+    num_classes,
+    sources,
+    true_coverage,
+    zero_class,
+)
 
 NAMES = METRIC_NAMES
-
-
-def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:
-    """How much source content lands on each target pixel under the true motion ``(N, D, H, W)``."""
-    return coverage(one_hot_motion(labels, (2 * r + 1) ** 2), r)
 
 
 def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r: int,
@@ -32,7 +34,7 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
     """
     table = displacements(r, labels.device).float()  # (K, 2)
     correct = pred == labels
-    zero = labels == class_index(0, 0, r)
+    zero = labels == zero_class(r)
     epe = (table[pred] - table[labels]).norm(dim=-1)  # (N, D, H, W)
     fgf = fg.float()
     target = frames[:, TARGET]
@@ -46,13 +48,13 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
         "recon_l1": (recon - target).abs().sum(), "recon_l1_copy": (copy - target).abs().sum(),
         "_pix": torch.tensor(float(target.numel()), device=target.device),
     }
-    k = (2 * r + 1) ** 2
+    k = num_classes(r)
     s["_class_right"] = torch.bincount(labels[fg & correct], minlength=k)
     s["_class_fg"] = torch.bincount(labels[fg], minlength=k)
     if attention is not None and labels.shape[1] == 2:
         cov = true_coverage(labels, r)  # (N, 2, H, W)
         fwd_only, bwd_only = (cov[:, 0] > 0) & (cov[:, 1] == 0), (cov[:, 0] == 0) & (cov[:, 1] > 0)
-        forward = attention > 0.5  # CONVENTIONS.md: A > 0.5 means forward (else backward)
+        forward = attention > 0.5  # docs/conventions.md: A > 0.5 means forward (else backward)
         s["attn_acc"] = (forward & fwd_only).float().sum() + (~forward & bwd_only).float().sum()
         s["_attn"] = (fwd_only | bwd_only).float().sum()
     return {k: v.detach().double().cpu() for k, v in s.items()}

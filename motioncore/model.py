@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from motioncore.config import RunConfig
-from motioncore.data import input_frames
-from motioncore.losses import coverage, motion_probs, reconstruct
+from motioncore.motion import coverage, input_frames, motion_probs, reconstruct
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -97,7 +96,7 @@ class MotionNet(nn.Module):
     def forward(self, frames: torch.Tensor) -> Output:
         n, _, h, w = frames.shape
         if self.frames == 3:
-            logits = self.unet(frames[:, [0, 1]]).unsqueeze(1)  # (N, 1, K', H, W)
+            logits = self.unet(frames[:, list(input_frames(3))]).unsqueeze(1)  # (N, 1, K', H, W)
             return Output(logits, None)
         if self.network == "joint":
             logits = self.unet(frames[:, list(input_frames(5))]).view(n, 2, -1, h, w)

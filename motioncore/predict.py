@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import torch
 
+from motioncore import cli
 from motioncore.config import UsageError, from_dict
-from motioncore.data import displacements
 from motioncore.model import MotionNet, predict_batch
+from motioncore.motion import displacements
 from motioncore.train import load_checkpoint
 
 
@@ -50,6 +51,7 @@ def predict(model: MotionNet, config, frames: np.ndarray, batch_size: int = 256)
     return result
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m motioncore.predict",
                                 description="Predict per-pixel motion with a trained checkpoint.")
@@ -60,14 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, config = load_model(args.checkpoint)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's input
-        print(f"error: cannot load checkpoint {args.checkpoint}: {e}".splitlines()[0], file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot load checkpoint {args.checkpoint}: {e}") from None
     try:
         frames = np.load(args.frames)
         result = predict(model, config, frames)
     except (OSError, ValueError) as e:
-        print(f"error: {args.frames}: {e}".splitlines()[0], file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.frames}: {e}") from None
     np.savez_compressed(args.out, **result)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v.shape}" for k, v in result.items()))
     return 0

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from motioncore import mnist
+from motioncore import cli, mnist, viz
 from motioncore.config import (
+    LR_FLOOR,
+    WARMUP_STEPS,
     RunConfig,
     UsageError,
     add_config_flags,
@@ -40,7 +43,6 @@ from motioncore.metrics import (
     recall_summary,
 )
 from motioncore.model import MotionNet, predict_batch
-from motioncore.optim import AdamW
 
 Report = Callable[[dict[str, float]], None]
 EVAL_BATCH = 250
@@ -60,16 +62,16 @@ def dataset(config: RunConfig, split: str, device: torch.device, data_dir=None) 
 
 
 def lr_at(config: RunConfig, step: int) -> float:
-    """Linear warm-up over the first 50 steps, then constant or cosine decay to 5% of ``lr``."""
-    warm = min(1.0, (step + 1) / 50)
+    """Linear warm-up over ``WARMUP_STEPS``, then constant or cosine decay to ``LR_FLOOR`` of lr."""
+    warm = min(1.0, (step + 1) / WARMUP_STEPS)
     if config.schedule == "constant" or config.steps <= 1:
         return config.lr * warm
     t = min(step / (config.steps - 1), 1.0)
-    return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+    return config.lr * warm * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def evaluate(model: MotionNet, config: RunConfig, data: MovingDigits, n: int) -> dict[str, float]:
-    """Every CONVENTIONS.md metric over the first ``n`` sequences of ``data``."""
+    """Every docs/conventions.md metric over the first ``n`` sequences of ``data``."""
     return finalize(evaluate_sums(model, config, data, n))
 
 
@@ -104,7 +106,8 @@ class Trainer:
         self._ahead: tuple[int, Batch] | None = None  # (first step, sequences of several steps)
         self.model = build_model(config, device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
-        self.opt = AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                     weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.test_recall: torch.Tensor | None = None  # (K,) per class, set by fit's test pass
@@ -138,7 +141,8 @@ class Trainer:
                                 attention=out.attention, config=c,
                                 progress=self.step / max(c.steps, 1))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}")
+            raise cli.Diverged(f"loss is {loss.item()} at step {self.step} of "
+                               f"{self.config.steps}: the run diverged (try a lower lr)")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -198,12 +202,12 @@ def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
     trainer = trainer or Trainer(config, device, data_dir)
     if resume and checkpoint and Path(checkpoint).exists():
         trainer.load(checkpoint)
-    bar = Progress(config.steps, enabled=progress)
+    bar = Progress(config.steps, trainer.step, enabled=progress)
     started, samples, recent = time.perf_counter(), 0, {}
     while trainer.step < config.steps:
         recent = trainer.train_step()
         samples += config.batch_size
-        bar.update(trainer.step, recent["loss"])
+        bar.update(recent["loss"])
         if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
             sums = evaluate_sums(trainer.eval_model, config, trainer.val_data, config.val_size)
             metrics = finalize(sums)
@@ -228,55 +232,59 @@ def write_results(trainer: Trainer, test: dict[str, float], out: Path, data_dir=
     """Write a finished run's config.json, metrics.json (test metrics and ``extra``), panel.png
     (predictions on six test sequences) and classes.png (test recall per motion class) into
     ``out``; return the one-line class summary."""
-    from motioncore import viz
-
     config = trainer.config
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     (out / "metrics.json").write_text(json.dumps({**test, **extra}, indent=2))
-    test_data = dataset(config, "test", trainer.device, data_dir)
-    viz.panel_png(trainer.eval_model, config, test_data[0:6], out / "panel.png")
+    shown = dataset(config, "test", trainer.device, data_dir)[0:6]
+    trainer.eval_model.eval()
+    viz.panel_png(predict_batch(trainer.eval_model, shown.frames), config, shown, out / "panel.png")
     summary = recall_summary(trainer.test_recall)
     viz.class_recall_png(trainer.test_recall, config, out / "classes.png", summary)
     return summary
 
 
 class Progress:
-    """Progress on stderr (steps, rate, loss, ETA): on a terminal one bar redrawn at most once a
-    second; into a log file or pipe, one line every 30 s."""
+    """Progress on stderr through tqdm (steps, rate, loss, ETA), and one line per evaluation.
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.tty = sys.stderr.isatty()
-        self.every = 1.0 if self.tty else 30.0
-        self.cr = "\r" if self.tty else ""
-        self.start = self.last = time.perf_counter()
+    On a terminal the bar is redrawn at most once a second; into a log file or pipe, every 30 s.
+    """
 
-    def update(self, step: int, loss: float) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last < self.every and step < self.total):
-            return
-        self.last = now
-        rate = step / max(now - self.start, 1e-9)
-        eta = (self.total - step) / max(rate, 1e-9)
-        done = int(30 * step / max(self.total, 1))
-        print(f"{self.cr}[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} {rate:.1f} it/s "
-              f"loss {loss:.4f} eta {eta:.0f}s ", end="" if self.tty else "\n", file=sys.stderr,
-              flush=True)
+    def __init__(self, total: int, initial: int, enabled: bool):
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr,
+                        unit="step", mininterval=1.0 if tty else 30.0, dynamic_ncols=True)
+
+    def update(self, loss: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(1)
 
     def note(self, m: dict, recall: torch.Tensor) -> None:
         """One line per evaluation: the metrics and how many moving classes are lost."""
-        if self.enabled:
+        if not self.bar.disable:
             lost, seen = lost_classes(recall)
-            print(f"{self.cr}step {m['step']:>6}: val acc {m['acc']:.4f} acc_fg {m['acc_fg']:.4f} "
-                  f"(zero {m['acc_zero']:.4f}) epe {m['epe']:.3f} recon_l1 {m['recon_l1']:.4f}"
-                  + (f" attn_acc {m['attn_acc']:.3f}" if "attn_acc" in m else "")
-                  + f" lost {lost}/{seen}" + " " * 10, file=sys.stderr, flush=True)
+            self.bar.write(f"step {m['step']:>6}: val acc {m['acc']:.4f} acc_fg {m['acc_fg']:.4f} "
+                           f"(zero {m['acc_zero']:.4f}) epe {m['epe']:.3f} recon_l1 "
+                           f"{m['recon_l1']:.4f}"
+                           + (f" attn_acc {m['attn_acc']:.3f}" if "attn_acc" in m else "")
+                           + f" lost {lost}/{seen}", file=sys.stderr)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
+        self.bar.close()
 
 
+def read_config(path: str) -> RunConfig:
+    """A ``--config`` file: a JSON object of config fields."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--config {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: expected a JSON object of config fields, "
+                         f"not a {type(values).__name__}")
+    return from_dict(values)
+
+
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m motioncore.train",
                                 description="Train one motion network and evaluate it on test.")
@@ -288,28 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_config_flags(p)
     args = p.parse_args(argv)
-    try:
-        base = from_dict(json.loads(Path(args.config).read_text())) if args.config else None
-        config = config_from_flags(args, base)
-        resolve_device(config.device)
-    except (UsageError, OSError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_flags(args, read_config(args.config) if args.config else None)
+    resolve_device(config.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     started = time.perf_counter()
-    try:
-        trainer, test = fit(config, data_dir=args.data_dir, checkpoint=out / "checkpoint.pt",
-                            resume=args.resume, progress=True)
-    except mnist.MnistError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    trainer, test = fit(config, data_dir=args.data_dir, checkpoint=out / "checkpoint.pt",
+                        resume=args.resume, progress=True)
     seconds = time.perf_counter() - started
     trainer.save(out / "checkpoint.pt")
     summary = write_results(trainer, test, out, args.data_dir, seconds=seconds)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from motioncore.data import Batch, displacements, sources
+from motioncore.motion import TARGET, displacements, num_classes, sources
+
+# A ``batch`` here is anything with the tensors of ``motioncore.data.Batch`` (frames, labels,
+# velocity), and ``prediction`` one of ``motioncore.model.Prediction``: pictures know no producer.
 
 
 def _plt():
@@ -29,11 +32,11 @@ def flow_rgb(classes: torch.Tensor | np.ndarray, r: int) -> np.ndarray:
 
 def wheel_rgb(r: int) -> np.ndarray:
     """The legend: every class drawn at its own displacement, ``(2r+1, 2r+1, 3)``."""
-    k = torch.arange((2 * r + 1) ** 2).view(2 * r + 1, 2 * r + 1)
+    k = torch.arange(num_classes(r)).view(2 * r + 1, 2 * r + 1)
     return flow_rgb(k, r)
 
 
-def sequences_png(batch: Batch, r: int, path, rows: int = 4) -> None:
+def sequences_png(batch, r: int, path, rows: int = 4) -> None:
     """A few sequences: every frame, then the true motion of each source frame."""
     plt = _plt()
     n, t = batch.frames.shape[:2]
@@ -44,10 +47,10 @@ def sequences_png(batch: Batch, r: int, path, rows: int = 4) -> None:
     for i in range(rows):
         for j in range(t):
             axes[i, j].imshow(batch.frames[i, j].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[i, j].set_title(f"frame {j}" + (" (target)" if j == 2 else ""), fontsize=7)
+            axes[i, j].set_title(f"frame {j}" + (" (target)" if j == TARGET else ""), fontsize=7)
         for j in range(d):
             axes[i, t + j].imshow(flow_rgb(batch.labels[i, j], r))
-            axes[i, t + j].set_title(f"motion f{sources(t)[j]}->f2", fontsize=7)
+            axes[i, t + j].set_title(f"motion f{sources(t)[j]}->f{TARGET}", fontsize=7)
         v = batch.velocity[i, 0].tolist()
         axes[i, -1].imshow(wheel_rgb(r), extent=(-r - .5, r + .5, r + .5, -r - .5))
         axes[i, -1].set_title(f"legend; v={tuple(v)}", fontsize=7)
@@ -82,20 +85,17 @@ def mosaic(cells: list[list[np.ndarray]], scale: int = 4, gap: int = 3) -> np.nd
 
 
 @torch.no_grad()
-def panel_png(model, config, batch: Batch, path) -> None:
+def panel_png(p, config, batch, path) -> None:
     """Per test sequence: inputs, true and predicted motion, attention, reconstruction, error.
 
-    The cells are composed into one image under one set of axes: a tenth of the time of a grid
-    of subplots, which matters because every sweep trial draws one.
+    ``p``: the model's ``Prediction`` for ``batch.frames``. The cells are composed into one image
+    under one set of axes: a tenth of the time of a grid of subplots, which matters because every
+    sweep trial draws one.
     """
-    from motioncore.model import predict_batch
-
     plt = _plt()
-    model.eval()
-    p = predict_batch(model, batch.frames)
     pred, fused = p.classes, p.recon
     r, t, d = config.motion_range, config.frames, config.directions
-    target = batch.frames[:, 2]
+    target = batch.frames[:, TARGET]
     titles = [f"frame {i}" for i in range(t)]
     titles += [f"true f{sources(t)[j]}" for j in range(d)] + [f"pred f{sources(t)[j]}" for j in range(d)]
     titles += ["attention A"] if t == 5 else []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from orchestrator import tracking
+from orchestrator.state import SweepState
 from orchestrator.trainable import FINAL, flatten, trial_config
 
 
@@ -31,7 +31,7 @@ class SweepCallback(Callback):
     @property
     def client(self):
         if self._client is None:
-            uri = json.loads(Path(self.state_file).read_text())["tracking_uri"]
+            uri = SweepState.load(Path(self.state_file).parent).tracking_uri
             self._client = tracking.client_for(uri)
         return self._client
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
 from urllib.parse import urlparse
 
 import ray
 
 from motioncore.config import UsageError
+from orchestrator.state import SweepState
 
 REMOTE_SCHEMES = {"s3", "gs", "gcs", "hdfs", "abfs", "az", "http", "https", "postgresql",
                   "mysql", "mssql", "databricks"}
@@ -88,7 +88,7 @@ def run(tracking_uri: str, storage_path: str) -> None:
         warn_versions(node_versions())
 
 
-def connect_ray(state: dict[str, Any]) -> bool:
+def connect_ray(state: SweepState) -> bool:
     """Start a local Ray (default) or join ``--address``; refuse GPUs the cluster lacks.
 
     True when this call connected (and the sweep should disconnect when done).
@@ -99,23 +99,23 @@ def connect_ray(state: dict[str, Any]) -> bool:
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
         # A local Ray prestarts one idle worker per CPU for tasks; Tune's trial actors never use
         # them, and on a small machine starting them takes CPU from the first trials (~1.3 s).
-        if not state.get("address"):
+        if not state.address:
             os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if state.get("address"):
+        if state.address:
             try:
-                ray.init(address=state["address"], **kwargs)
+                ray.init(address=state.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UsageError(f"--address {state['address']!r}: cannot join a Ray cluster "
+                raise UsageError(f"--address {state.address!r}: cannot join a Ray cluster "
                                  f"({str(e).splitlines()[0][:200]})") from None
         else:
             ray.init(**kwargs)
     gpus = ray.cluster_resources().get("GPU", 0)
-    wants = state["gpus_per_trial"] == "auto" or state["gpus_per_trial"] > 0
-    if wants and gpus == 0 and state.get("address"):
+    wants = state.gpus_per_trial == "auto" or state.gpus_per_trial > 0
+    if wants and gpus == 0 and state.address:
         gpus = wait_for_gpus()  # an autoscaling cluster starts its GPU workers on demand
-    if state["gpus_per_trial"] != "auto" and state["gpus_per_trial"] > 0 and gpus == 0:
-        raise UsageError(f"--gpus-per-trial {state['gpus_per_trial']}: this Ray cluster has no GPUs; "
+    if state.gpus_per_trial != "auto" and state.gpus_per_trial > 0 and gpus == 0:
+        raise UsageError(f"--gpus-per-trial {state.gpus_per_trial}: this Ray cluster has no GPUs; "
                          "use --gpus-per-trial 0")
     return started
 

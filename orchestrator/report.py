@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
+from motioncore import cli
 from motioncore.config import FIELDS, UsageError, parse_value
 from motioncore.config import METRIC_NAMES as NAMES
 from orchestrator import tracking
@@ -185,6 +186,7 @@ def latest_parent(client, exp_id: str) -> str:
     return parents[0].info.run_id
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestrator.report",
                                 description="Rebuild a sweep's ablation table from MLflow alone.")
@@ -200,12 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
         parent = a.parent or latest_parent(client, exp.experiment_id)
         files = build(client, exp.experiment_id, parent, Path(a.out))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except MlflowException as e:
-        print(f"error: --parent {a.parent!r}: {str(e).splitlines()[0][:300]}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--parent {a.parent!r}: {str(e).splitlines()[0][:300]}") from None
     print((Path(a.out) / "ablation.md").read_text())
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import sys
@@ -15,30 +14,15 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from motioncore.config import FIELDS, UsageError
+from motioncore.config import FIELDS
 from orchestrator import plan, tracking
 from orchestrator.callbacks import SweepCallback
+from orchestrator.state import SweepState
 from orchestrator.trainable import flatten, run_trial
 from search_spaces import Space, load
 
-STATE = "sweep.json"
 
-
-def save_state(state: dict[str, Any]) -> None:
-    path = Path(state["sweep_dir"]) / STATE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
-
-
-def load_state(sweep_dir: Path) -> dict[str, Any]:
-    path = sweep_dir / STATE
-    if not path.exists():
-        raise UsageError(f"--resume {sweep_dir}: no {STATE} there; pass a directory a sweep created")
-    return json.loads(path.read_text())
-
-
-def auto_gpus(state: dict[str, Any], space: Space, specs: list[plan.TrialSpec]) -> float:
+def auto_gpus(state: SweepState, space: Space, specs: list[plan.TrialSpec]) -> float:
     """``--gpus-per-trial auto``: 0 without GPUs, else a probe of the most memory-hungry trial.
 
     The probe takes the heaviest cell at the largest values its search may sample.
@@ -52,13 +36,13 @@ def auto_gpus(state: dict[str, Any], space: Space, specs: list[plan.TrialSpec]) 
                                          s.config.batch_size, s.config.width))
     largest = {k: max(spec[1]) if spec[0] == "choice" else spec[-1]
                for k, spec in space.search.items() if k in ("width", "depth", "batch_size")}
-    return gpu.choose(heaviest.config.replace(**largest).to_dict(), state["data_dir"])
+    return gpu.choose(heaviest.config.replace(**largest).to_dict(), state.data_dir)
 
 
-def _trial_params(state: dict[str, Any], spec: plan.TrialSpec) -> dict[str, Any]:
+def _trial_params(state: SweepState, spec: plan.TrialSpec) -> dict[str, Any]:
     return {"cell": spec.cell.id, "design": spec.cell.design, "published": spec.cell.published,
-            "config": spec.config.to_dict(), "data_dir": state["data_dir"],
-            "threads": max(1, int(state["cpus_per_trial"]))}
+            "config": spec.config.to_dict(), "data_dir": state.data_dir,
+            "threads": max(1, int(state.cpus_per_trial))}
 
 
 def _search_space(search: dict[str, tuple]) -> dict[str, Any]:
@@ -68,12 +52,12 @@ def _search_space(search: dict[str, tuple]) -> dict[str, Any]:
     return {k: kinds[spec[0]](*spec[1:]) for k, spec in search.items()}
 
 
-def _trainable(state: dict[str, Any]):
-    resources = {"cpu": state["cpus_per_trial"], "gpu": state["gpus_per_trial"]}
+def _trainable(state: SweepState):
+    resources = {"cpu": state.cpus_per_trial, "gpu": state.gpus_per_trial}
     return tune.with_resources(run_trial, resources)
 
 
-def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tune.RunConfig:
+def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.RunConfig:
     # Tune's per-trial result.json and progress.csv (which its result grid reads) but not its
     # default TensorBoard logger, which imports torch into the driver: 2-3 s of CPU taken from
     # the trials. Tune reads the switch when the stage starts.
@@ -83,8 +67,8 @@ def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tu
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     return tune.RunConfig(
-        name=name, storage_path=state["storage_path"], callbacks=[callback, *loggers], verbose=0,
-        failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
+        name=name, storage_path=state.storage_path, callbacks=[callback, *loggers], verbose=0,
+        failure_config=tune.FailureConfig(max_failures=state.max_failures),
         # Three kept checkpoints and a 2 s experiment snapshot: a driver killed between a new
         # checkpoint and the next snapshot still finds the one the snapshot names.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3))
@@ -92,7 +76,7 @@ def _run_config(state: dict[str, Any], name: str, callback: SweepCallback) -> tu
 
 def _fit(state, name: str, make_tuner, resuming: bool):
     """Run one stage; restore it from storage when a previous driver started it."""
-    path = f"{state['storage_path'].rstrip('/')}/{name}"
+    path = f"{state.storage_path.rstrip('/')}/{name}"
     if resuming and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=_trainable(state), resume_unfinished=True,
                                    resume_errored=False)
@@ -107,9 +91,9 @@ def _search(state, space: Space, exp_id: str, cell_spec: plan.TrialSpec, commit:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    samples, cell = state["samples"], cell_spec.cell
+    samples, cell = state.samples, cell_spec.cell
     name = f"search-{cell.id}"
-    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state['sweep_dir']).resolve()}/optuna.db")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db")
     metric = f"val_{space.metric}"
     searcher = OptunaSearch(metric=metric, mode="max", study_name=name, storage=storage,
                             seed=cell_spec.config.seed)
@@ -118,7 +102,7 @@ def _search(state, space: Space, exp_id: str, cell_spec: plan.TrialSpec, commit:
     steps = max(1, math.ceil(cell_spec.config.steps / cell_spec.config.eval_every))
     scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
                               max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
-    callback = SweepCallback(_state_file(state), exp_id, state["parent_run_id"],
+    callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
                              space=space.name, stage="search", total=samples, commit=commit)
     params = {**_trial_params(state, cell_spec), **_search_space(space.search)}
 
@@ -126,7 +110,7 @@ def _search(state, space: Space, exp_id: str, cell_spec: plan.TrialSpec, commit:
         return tune.Tuner(_trainable(state), param_space=params, run_config=_run_config(
             state, name, callback), tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=samples,
-            max_concurrent_trials=state["max_concurrent"], trial_name_creator=_trial_name,
+            max_concurrent_trials=state.max_concurrent, trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name, reuse_actors=True))
 
     results = _fit(state, name, make, resuming)
@@ -143,17 +127,13 @@ class SearchFailed(RuntimeError):
     """No Optuna trial of a cell finished: nothing to replicate."""
 
 
-def _state_file(state: dict[str, Any]) -> str:
-    return str(Path(state["sweep_dir"]) / STATE)
-
-
 def _trial_name(trial) -> str:
     cfg = flatten(trial.config)
     seed = cfg.get("config", {}).get("seed", 0)
     return f"{cfg.get('cell', 'trial')}-s{seed}-{trial.trial_id}"
 
 
-def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False,
+def run(state: SweepState, client, exp_id: str, resuming: bool = False,
         stop_ray: bool = False) -> int:
     """All stages, then the tables; the parent run ends FINISHED with the tables attached.
 
@@ -163,26 +143,26 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False,
     been shutdown" error from a thread other than the main one. Now a late failure there
     cannot cost the tables or the parent run's status.
     """
-    space = load(state["space"])
-    specs = plan.trials(space, seeds=state["seeds"], dry_run=state["dry_run"], sets=state["sets"],
-                        cells=state.get("cells"))
+    space = load(state.space)
+    specs = plan.trials(space, seeds=state.seeds, dry_run=state.dry_run, sets=state.sets,
+                        cells=state.cells)
     commit = tracking.git_commit()
     if space.search:
-        best = state.setdefault("best", {})
+        best = state.best
         for cell in {s.cell.id: s.cell for s in specs}.values():
             if cell.id not in best:
                 first = next(s for s in specs if s.cell.id == cell.id)
                 try:
                     best[cell.id] = _search(state, space, exp_id, first, commit, resuming)
                 except SearchFailed as e:
-                    tracking.finish(client, state["parent_run_id"], "FAILED",
+                    tracking.finish(client, state.parent_run_id, "FAILED",
                                     {"failure_reason": str(e)})
                     print(f"error: {e}", file=sys.stderr, flush=True)
                     return 1
-                save_state(state)
+                state.save()
                 print(f"best in {cell.id}: {best[cell.id]}", flush=True)
         specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
-    callback = SweepCallback(_state_file(state), exp_id, state["parent_run_id"],
+    callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
                              space=space.name, stage="replicate", total=len(specs), commit=commit)
     grid = [_trial_params(state, s) for s in specs]
 
@@ -190,20 +170,20 @@ def run(state: dict[str, Any], client, exp_id: str, resuming: bool = False,
         return tune.Tuner(_trainable(state), param_space={"trial": tune.grid_search(grid)},
                           run_config=_run_config(state, "replicate", callback),
                           tune_config=tune.TuneConfig(
-                              max_concurrent_trials=state["max_concurrent"],
+                              max_concurrent_trials=state.max_concurrent,
                               trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                               reuse_actors=True))  # warm workers: no torch import per trial
 
     _fit(state, "replicate", make, resuming)
     from orchestrator import report
 
-    out = Path(state["sweep_dir"])
-    files = report.build(client, exp_id, state["parent_run_id"], out, space)
+    out = Path(state.sweep_dir)
+    files = report.build(client, exp_id, state.parent_run_id, out, space)
     for f in files:
-        client.log_artifact(state["parent_run_id"], str(f))
-    tracking.finish(client, state["parent_run_id"], "FINISHED")
+        client.log_artifact(state.parent_run_id, str(f))
+    tracking.finish(client, state.parent_run_id, "FINISHED")
     print((out / "ablation.md").read_text(), flush=True)
-    uri = state["tracking_uri"]
+    uri = state.tracking_uri
     browse = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))
               else f"mlflow ui --backend-store-uri {uri} --port 5000")
     print(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them: {browse}",

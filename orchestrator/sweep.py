@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from motioncore import mnist
+from motioncore import cli, mnist
 from motioncore.config import UsageError
 from orchestrator import plan, preflight, tracking
+from orchestrator.state import SweepState
 from search_spaces import Space, load, names
 
 
@@ -91,22 +92,19 @@ def samples_for(space: Space, a: argparse.Namespace) -> int:
     return a.num_samples or space.num_samples
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    try:
-        if a.resume:
-            return resume(a)
-        space = check_args(a)
-        sets = plan.parse_sets(a.set)
-        specs = plan.trials(space, seeds=a.seeds, dry_run=a.dry_run, sets=sets, cells=a.cells)
-        samples = samples_for(space, a)
-        if a.plan:
-            print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
-            return 0
-        return start(a, space, sets)
-    except (UsageError, mnist.MnistError) as e:  # both are the user's input: one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if a.resume:
+        return resume(a)
+    space = check_args(a)
+    sets = plan.parse_sets(a.set)
+    specs = plan.trials(space, seeds=a.seeds, dry_run=a.dry_run, sets=sets, cells=a.cells)
+    samples = samples_for(space, a)
+    if a.plan:
+        print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
+        return 0
+    return start(a, space, sets)
 
 
 def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
@@ -127,53 +125,48 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     storage = a.storage_path or str((sweep_dir / "ray").resolve())
     if "://" not in storage:
         storage = str(Path(storage).resolve())
-    state = {
-        "space": space.name, "dry_run": a.dry_run, "seeds": a.seeds, "sets": sets,
-        "cells": a.cells,
-        "samples": samples_for(space, a), "max_concurrent": a.max_concurrent,
-        "cpus_per_trial": a.cpus_per_trial, "gpus_per_trial": a.gpus_per_trial,
-        "max_failures": a.max_failures, "tracking_uri": uri,
-        "experiment": a.experiment or space.name, "address": a.address,
-        "storage_path": storage,
-        "data_dir": data_dir, "sweep_dir": str(sweep_dir.resolve()),
-    }
+    state = SweepState(
+        space=space.name, dry_run=a.dry_run, seeds=a.seeds, sets=sets, cells=a.cells,
+        samples=samples_for(space, a), max_concurrent=a.max_concurrent,
+        cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
+        max_failures=a.max_failures, tracking_uri=uri, experiment=a.experiment or space.name,
+        address=a.address, storage_path=storage, data_dir=data_dir,
+        sweep_dir=str(sweep_dir.resolve()))
     owns_ray = preflight.connect_ray(state)
     if pending is not None:
         client = pending.result()
     from orchestrator import runner
 
     preflight.run(uri, storage)
-    if state["gpus_per_trial"] == "auto":
-        state["gpus_per_trial"] = runner.auto_gpus(state, space, plan.trials(
+    if state.gpus_per_trial == "auto":
+        state.gpus_per_trial = runner.auto_gpus(state, space, plan.trials(
             space, seeds=1, dry_run=a.dry_run, sets=sets, cells=a.cells))
     sweep_dir.mkdir(parents=True)
-    exp_id = tracking.experiment_id(client, state["experiment"], root / "mlartifacts"
+    exp_id = tracking.experiment_id(client, state.experiment, root / "mlartifacts"
                                     if uri.startswith("sqlite") else None)
-    state["parent_run_id"] = tracking.start_parent(
-        client, exp_id, sweep_dir.name, {"space": space.name, "sweep_dir": state["sweep_dir"],
+    state.parent_run_id = tracking.start_parent(
+        client, exp_id, sweep_dir.name, {"space": space.name, "sweep_dir": state.sweep_dir,
                                          "dry_run": str(a.dry_run), "git_commit": tracking.git_commit()})
-    runner.save_state(state)
-    print(f"sweep {sweep_dir}  (MLflow parent run {state['parent_run_id']}, experiment "
-          f"{state['experiment']!r})", flush=True)
+    state.save()
+    print(f"sweep {sweep_dir}  (MLflow parent run {state.parent_run_id}, experiment "
+          f"{state.experiment!r})", flush=True)
     return runner.run(state, client, exp_id, stop_ray=owns_ray)
 
 
 def resume(a: argparse.Namespace) -> int:
     from orchestrator import runner
 
-    state = runner.load_state(Path(a.resume))
-    if a.tracking_uri:
-        state["tracking_uri"] = a.tracking_uri
-    if a.address:
-        state["address"] = a.address
-    runner.save_state(state)  # trial logging reads the tracking URI from here
-    client = tracking.client_for(state["tracking_uri"])
-    exp = client.get_experiment_by_name(state["experiment"])
+    state = SweepState.load(a.resume)
+    state = state.replace(tracking_uri=a.tracking_uri or state.tracking_uri,
+                          address=a.address or state.address)
+    client = tracking.client_for(state.tracking_uri)  # checked before anything is written
+    exp = client.get_experiment_by_name(state.experiment)
     if exp is None:
-        raise UsageError(f"--resume {a.resume}: experiment {state['experiment']!r} is not in "
-                         f"{state['tracking_uri']}; pass the --tracking-uri the sweep used")
+        raise UsageError(f"--resume {a.resume}: experiment {state.experiment!r} is not in "
+                         f"{state.tracking_uri}; pass the --tracking-uri the sweep used")
+    state.save()  # trial logging reads the tracking URI from here
     owns_ray = preflight.connect_ray(state)
-    print(f"resuming sweep {state['sweep_dir']}", flush=True)
+    print(f"resuming sweep {state.sweep_dir}", flush=True)
     return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)
 
 

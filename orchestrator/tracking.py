@@ -8,18 +8,14 @@ resumed sweep reattaches instead of duplicating them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from motioncore.config import METRIC_NAMES as NAMES
 from motioncore.config import UsageError
-from motioncore.mnist import user_cache
 
 if TYPE_CHECKING:  # mlflow takes seconds to import: the sweep imports it while Ray starts
     from mlflow.tracking import MlflowClient
@@ -33,7 +29,7 @@ def default_uri(root: Path) -> str:
 
 def is_local(uri: str) -> bool:
     """A store in a file on this host (created on first use)."""
-    return uri.startswith(("sqlite:", "file:"))
+    return uri.startswith("sqlite:")
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -41,16 +37,11 @@ def client_for(uri: str) -> MlflowClient:
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    new_db = None
     if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            new_db = path
-            _copy_schema(path)
-    elif not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks", "file:")):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    elif not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
         raise UsageError(f"--tracking-uri {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or a "
-                         "database URI")
+                         "database URI (MLflow 3 has no file store)")
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)  # schema set-up chatter on a new store
     from mlflow.tracking import MlflowClient
@@ -62,47 +53,7 @@ def client_for(uri: str) -> MlflowClient:
         reason = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
             from None
-    if new_db is not None:
-        _save_schema(new_db)
     return client
-
-
-def _schema_template() -> Path:
-    import mlflow
-
-    return user_cache() / f"mlflow-{mlflow.__version__}-schema.db"
-
-
-def _copy_schema(path: Path) -> None:
-    """Start a new sqlite store from a cached empty one: MLflow's schema migrations take seconds.
-
-    The template has no experiments; MLflow adds its Default experiment (whose artifact location
-    depends on the working directory) when it opens the copy.
-    """
-    template = _schema_template()
-    try:
-        if template.exists():
-            shutil.copyfile(template, path)
-    except OSError:  # MLflow creates the schema itself
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _save_schema(path: Path) -> None:
-    """Keep an empty copy of a store MLflow has just created, for ``_copy_schema``."""
-    template = _schema_template()
-    if template.exists():
-        return
-    tmp = template.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        template.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, tmp)
-        with sqlite3.connect(tmp) as db:
-            db.execute("DELETE FROM experiments")
-        tmp.replace(template)
-    except (OSError, sqlite3.Error):  # an unwritable cache only costs the next new store time
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -154,7 +105,7 @@ TRAINING = ("train_loss", "lr", "samples_per_s")
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, step: int,
                 timestamp_ms: int) -> None:
-    """The CONVENTIONS.md metrics of one evaluation, prefixed; the loop's own numbers unprefixed."""
+    """The docs/conventions.md metrics of one evaluation, prefixed; the loop's own numbers unprefixed."""
     from mlflow.entities import Metric
 
     batch = [Metric(f"{prefix}{k}", float(metrics[k]), timestamp_ms, step)

@@ -2,43 +2,17 @@
 
 Two levels: cells (a grid over ablation axes, each a dict of config overrides) and, inside a
 cell, an optional Optuna search over hyperparameters; the chosen configuration is replicated
-over the same seed list in every cell, so cells compare pairwise.
+over the same seed list in every cell, so cells compare pairwise. ``space.py`` defines them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from search_spaces import ablation, hpo, seed_table
+from search_spaces.space import Cell, Space
 
+__all__ = ["Cell", "Space", "load", "names"]
 
-@dataclass(frozen=True)
-class Cell:
-    """One row of the ablation table."""
-
-    id: str  # short, unique, used in run names and tables
-    overrides: dict[str, Any]  # config fields that differ from the space's base
-    design: str = ""  # line label in the motion-range plot (cells that differ only in r share it)
-    published: float | None = None  # the research table's test accuracy (%) for this row, if any
-
-
-@dataclass(frozen=True)
-class Space:
-    name: str
-    description: str
-    cells: tuple[Cell, ...]
-    baseline: str  # cell id the table's differences are taken against
-    base: dict[str, Any] = field(default_factory=dict)  # config fields shared by every cell
-    # Optuna search inside each cell: field -> ("loguniform", lo, hi) | ("uniform", lo, hi)
-    # | ("int", lo, hi) | ("choice", [values]); empty: no search, cells run as declared.
-    search: dict[str, tuple] = field(default_factory=dict)
-    num_samples: int = 0  # Optuna trials per cell when ``search`` is set
-    metric: str = "acc_fg"  # validation metric Optuna and ASHA maximise
-
-    def cell(self, cell_id: str) -> Cell:
-        for c in self.cells:
-            if c.id == cell_id:
-                return c
-        raise KeyError(cell_id)
+REGISTRY = {"seed_table": seed_table.space, "ablation": ablation.space, "hpo": hpo.space}
 
 
 def names() -> tuple[str, ...]:
@@ -48,9 +22,3 @@ def names() -> tuple[str, ...]:
 def load(name: str) -> Space:
     """The space called ``name``; ``KeyError`` when there is none."""
     return REGISTRY[name]()
-
-
-# The spaces import Cell and Space from here, so they are imported after those exist.
-from search_spaces import ablation, hpo, seed_table  # noqa: E402
-
-REGISTRY = {"seed_table": seed_table.space, "ablation": ablation.space, "hpo": hpo.space}

@@ -16,8 +16,8 @@ steps).
 
 from __future__ import annotations
 
-from search_spaces import Cell, Space
 from search_spaces.seed_table import UNSUPERVISED_STEPS, UNSUPERVISED_T5
+from search_spaces.space import Cell, Space
 
 BASELINE = dict(UNSUPERVISED_T5, frames=5, motion_range=3, attention="segmentation", loss="l1",
                 disappear=False, network="shared", steps=UNSUPERVISED_STEPS[3])

@@ -10,7 +10,7 @@ restart. The best configuration is then replicated over the seeds. Pick the cell
 
 from __future__ import annotations
 
-from search_spaces import Cell, Space
+from search_spaces.space import Cell, Space
 
 CELL = dict(supervision="supervised", frames=3, motion_range=5, noise=0.0, steps=2000)
 SEARCH = {

@@ -1,26 +1,15 @@
-"""The moving-digit generator against CONVENTIONS.md: motion, labels, background, seeds, CLI."""
+"""The moving-digit generator against docs/conventions.md: motion, labels, background, seeds, CLI."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from motioncore import mnist, native
-from motioncore.data import (
-    NOISE_ROWS,
-    MovingDigits,
-    background,
-    class_index,
-    displacements,
-    make_batch,
-    sources,
-)
+from motioncore import mnist
+from motioncore.data import MovingDigits, make_batch
 from motioncore.data import main as data_main
+from motioncore.motion import class_index, displacements, sources
 
 N = 48
 
@@ -210,21 +199,14 @@ def test_a_sequence_depends_only_on_seed_split_and_index(mnist_dir):
 
 def test_big_batches_made_in_chunks_match_small_ones(mnist_dir):
     """The torch path makes huge CPU batches in chunks; the values do not depend on it."""
-    gen = MovingDigits("val", motion_range=1, frames=3, seed=0, data_dir=mnist_dir, use_native=False)
+    gen = MovingDigits("val", motion_range=1, frames=3, seed=0, data_dir=mnist_dir)
     big = gen[0:gen.CHUNK + 40]
     tail = gen[gen.CHUNK - 5:gen.CHUNK + 40]
     assert torch.equal(big.frames[gen.CHUNK - 5:], tail.frames)
     assert torch.equal(big.labels[gen.CHUNK - 5:], tail.labels)
 
 
-# --- the C kernel and the torch path ----------------------------------------------------------
-
-def test_the_c_kernel_is_built_wherever_there_is_a_compiler():
-    if native.compiler() is None:
-        pytest.skip("no C compiler on this machine: the generator runs in torch")
-    assert native.available(), native.describe()
-    assert native.describe() == "C kernel"
-
+# --- digits padded once or per batch --------------------------------------------------------
 
 @pytest.mark.parametrize("params", [
     dict(motion_range=5, frames=5, noise=0.5),
@@ -235,128 +217,14 @@ def test_the_c_kernel_is_built_wherever_there_is_a_compiler():
     dict(motion_range=3, frames=5, image_size=16),  # canvas smaller than a digit: a crop
     dict(motion_range=20, frames=5),  # shifts beyond the canvas: windows clamped off the digit
 ])
-def test_the_c_kernel_and_torch_make_the_same_sequences_bit_for_bit(mnist_dir, images, params):
-    """Kernel on raw digits, kernel and torch on digits padded once, torch padding per batch."""
-    if not native.available():
-        pytest.skip(native.describe())
-    fast = MovingDigits("train", seed=2, data_dir=mnist_dir, **params)
-    slow = MovingDigits("train", seed=2, data_dir=mnist_dir, use_native=False, **params)
-    assert fast.params["margin"] == 0 < slow.params["margin"]  # the kernel clips windows itself
+def test_digits_padded_once_and_padded_per_batch_make_the_same_sequences(mnist_dir, images, params):
+    gen = MovingDigits("train", seed=2, data_dir=mnist_dir, **params)
+    assert gen.params["margin"] > 0
     idx = torch.arange(100, 300)
-    want = slow[idx]
-    others = [fast[idx], make_batch(slow._digits, idx, **{**slow.params, "use_native": True}),
-              make_batch(images["train"], idx, split="train", seed=2, use_native=False, **params)]
-    for got in others:
-        for field in ("frames", "labels", "masks", "velocity"):
-            assert torch.equal(getattr(got, field), getattr(want, field)), field
-
-
-def test_the_kernel_checks_every_index_and_buffer_before_touching_memory(images):
-    if not native.available():
-        pytest.skip(native.describe())
-    digits = images["test"][:10].contiguous()
-    n, t, s = 4, 3, 28
-    outs = dict(out_frames=torch.empty(n, t, s, s), out_masks=torch.empty(n, t, s, s, dtype=torch.bool),
-                out_labels=torch.empty(n, 1, s, s, dtype=torch.long))
-    args = dict(images=digits, which=np.arange(n), wy=np.zeros((n, t)), wx=np.zeros((n, t)),
-                size=s, mode="empty", cls=np.full((n, 1), 3), src=np.array([1]), k0=4,
-                scale=1 / 255, **outs)
-    native.layer(**args)
-    assert torch.equal(outs["out_frames"][:, 1], digits[:n].float() * np.float32(1 / 255))
-    assert torch.equal(outs["out_masks"][:, 2], digits[:n] > 0)
-    assert torch.equal(outs["out_labels"][:, 0], torch.where(digits[:n] > 0, 3, 4))
-    for bad in (dict(which=np.array([0, 1, 2, 10])), dict(src=np.array([3]))):
-        with pytest.raises(IndexError, match="out of range"):
-            native.layer(**{**args, **bad})
-    for bad in (dict(out_labels=torch.empty(n, 2, s, s, dtype=torch.long)),
-                dict(out_frames=torch.empty(n, t, s, s, dtype=torch.float64)),
-                dict(images=digits.float()), dict(wx=np.zeros((n, t + 1)))):
-        with pytest.raises(ValueError):
-            native.layer(**{**args, **bad})
-    with pytest.raises(IndexError, match="out of range"):  # noise rows past the tables
-        native.layer(**{**args, "mode": "noise", "tables": (torch.zeros(8, s * s),) * 2,
-                        "rows": np.full((n, 2), 8)})
-
-
-def test_the_kernel_builds_once_per_cache_and_names_a_missing_compiler(tmp_path):
-    cc = native.compiler()
-    if cc is None:
-        pytest.skip("no C compiler on this machine")
-    lib = native.build(tmp_path, cc)
-    assert lib.parent == tmp_path and lib.suffix == ".so"
-    stamp = lib.stat().st_mtime_ns
-    assert native.build(tmp_path, cc) == lib and lib.stat().st_mtime_ns == stamp  # cached
-    assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary left behind
-    assert native.build(tmp_path / "flags", f"{cc} -w").exists()  # $CC may carry flags
-    with pytest.raises(native.NativeUnavailable, match="no-such-cc"):
-        native.build(tmp_path / "other", str(tmp_path / "no-such-cc"))
-    with pytest.raises(native.NativeUnavailable, match="no C compiler"):
-        native.build(tmp_path, None)
-
-
-@pytest.mark.parametrize("env, reason", [
-    ({native.ENV_VAR: "0"}, "MOTIONCORE_NATIVE=0"),
-    ({"CC": "/nonexistent/cc", "XDG_CACHE_HOME": "{tmp}"}, "/nonexistent/cc"),  # empty cache
-])
-def test_without_the_kernel_the_generator_falls_back_to_torch_with_the_same_values(
-        mnist_dir, tmp_path, env, reason):
-    code = ("import sys, torch; from motioncore import native; from motioncore.data import "
-            "MovingDigits; g = MovingDigits('val', motion_range=3, frames=5, noise=0.5, seed=4); "
-            "print(native.describe()); assert g.params['margin'] > 0; torch.save(g[0:64], sys.argv[1])")
-    out = tmp_path / "batch.pt"
-    env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
-    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("PyTorch (") and reason in done.stdout, done.stdout
-    got = torch.load(out, weights_only=False)
-    want = MovingDigits("val", motion_range=3, frames=5, noise=0.5, seed=4, data_dir=mnist_dir)[0:64]
+    want = gen[idx]
+    got = make_batch(images["train"], idx, split="train", seed=2, **params)
     for field in ("frames", "labels", "masks", "velocity"):
         assert torch.equal(getattr(got, field), getattr(want, field)), field
-
-
-def test_background_fields_are_uniform_and_independent_between_sequences():
-    """Fields are frac(A[i] + B[j]): uniform, and uncorrelated even where two share a table row."""
-    bits = torch.arange(4096) * 7919 % NOISE_ROWS**2
-    fields = background(bits, 28 * 28)  # (4096, 784)
-    assert fields.min() >= 0 and fields.max() < 1
-    assert abs(fields.mean().item() - 0.5) < 0.005 and abs(fields.var().item() - 1 / 12) < 0.002
-    hist = torch.histc(fields, bins=10, min=0, max=1) / fields.numel()
-    assert (hist - 0.1).abs().max() < 0.005
-    assert torch.equal(background(bits[:5], 784), fields[:5])  # a function of the bits only
-    rows_a = bits % NOISE_ROWS
-    for i in (0, 5):  # pairs of sequences with the same first row, different second ones
-        same = (rows_a == rows_a[i]).nonzero().flatten()
-        a, b = fields[same[0]], fields[same[1]]
-        assert not torch.equal(a, b)
-        corr = torch.corrcoef(torch.stack([a, b]))[0, 1]
-        assert abs(corr) < 0.15, corr  # 784 samples: |r| of independent fields is ~0.036
-
-
-def test_different_seeds_and_splits_differ(images):
-    a, b = batch(images, seed=0), batch(images, seed=1)
-    assert not torch.equal(a.frames, b.frames)
-    assert (a.frames != b.frames).flatten(1).any(1).float().mean() > 0.9  # nearly every sequence
-    assert not torch.equal(a.velocity, b.velocity)
-    c = batch(images, split="val", seed=0)
-    assert (a.frames != c.frames).flatten(1).any(1).all()
-
-
-def test_each_split_draws_its_own_mnist_digits(images):
-    """Noise 0: the target frame of every sequence is an image of the split's own digits, / 255."""
-    index = {}
-    for split, imgs in images.items():
-        for img in imgs.numpy():
-            index.setdefault(img.tobytes(), set()).add(split)
-    for split in ("train", "val", "test"):
-        b = batch(images, split=split, n=200, seed=5)
-        target = b.frames[:, 2]
-        as_bytes = (target * 255).round().to(torch.uint8)
-        torch.testing.assert_close(as_bytes.float() / 255, target, rtol=0, atol=1e-7)
-        found = [index.get(img.tobytes(), set()) for img in as_bytes.numpy()]
-        assert all(split in f for f in found), split
-        only_own = sum(f == {split} for f in found)
-        assert only_own >= 195, (split, only_own)  # MNIST has a handful of cross-split duplicates
 
 
 # --- CLI -----------------------------------------------------------------------------------
@@ -377,7 +245,6 @@ def test_cli_writes_arrays_and_png(tmp_path, run_cli, images):
     np.testing.assert_array_equal(arrays["labels"], same.labels.numpy())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "(50, 5, 28, 28)" in proc.stdout
-    assert f"generated by: {native.describe()}" in proc.stdout  # the C kernel or why not
 
 
 BAD_PARAMS = [

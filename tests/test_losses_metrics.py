@@ -1,7 +1,8 @@
-"""Splatting, reconstruction, the training losses and the CONVENTIONS.md metrics."""
+"""Splatting, reconstruction, the training losses and the docs/conventions.md metrics."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -9,21 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from motioncore import mnist
-from motioncore.config import from_dict
-from motioncore.data import class_index, make_batch
+from motioncore import losses, mnist
+from motioncore.config import WEIGHTS, from_dict
+from motioncore.data import make_batch
 from motioncore.losses import (
-    class_usage,
-    coverage,
-    motion_probs,
+    SUPERVISED,
+    UNSUPERVISED,
+    Quantities,
+    Term,
+    cross_entropy,
     objective,
     penalty,
-    reconstruct,
-    reverse_reconstruction,
-    splat,
-    supervised_loss,
-    unsupervised_loss,
-    visible,
+    usage,
 )
 from motioncore.metrics import (
     NAMES,
@@ -35,6 +33,16 @@ from motioncore.metrics import (
     true_coverage,
 )
 from motioncore.model import MotionNet, predict_batch
+from motioncore.motion import (
+    class_index,
+    coverage,
+    motion_probs,
+    reconstruct,
+    reversed_motion,
+    splat,
+    splat_sources,
+    visible,
+)
 
 
 def shifted(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -121,7 +129,7 @@ def test_reverse_reconstruction_rebuilds_the_outer_frames(train_images, frames):
     r = 2
     b = sequences(train_images, r=r, frames=frames)
     outer = b.frames[:, [0] if frames == 3 else [0, 4]]
-    rebuilt = reverse_reconstruction(b.frames, onehot(b.labels, 25), r)
+    rebuilt = splat_sources(b.frames, reversed_motion(onehot(b.labels, 25)), r)
     assert rebuilt.shape == outer.shape
     inner = (slice(None), slice(None), slice(r, -r), slice(r, -r))
     assert torch.equal(rebuilt[inner], outer[inner])
@@ -131,10 +139,12 @@ def test_reverse_reconstruction_rebuilds_the_outer_frames(train_images, frames):
 
 def test_supervised_loss_is_cross_entropy_over_all_directions():
     labels = torch.randint(0, 9, (2, 2, 5, 6))
-    loss, parts = supervised_loss(logits=torch.zeros(2, 2, 9, 5, 6), labels=labels)
+    cfg = from_dict(dict(frames=5, motion_range=1))
+    loss, parts = objective(frames=torch.rand(2, 5, 5, 6), labels=labels,
+                            logits=torch.zeros(2, 2, 9, 5, 6), attention=None, config=cfg)
     assert math.isclose(loss.item(), math.log(9), rel_tol=1e-6)
     confident = 30 * onehot(labels, 9)
-    assert supervised_loss(logits=confident, labels=labels)[0] < 1e-6
+    assert cross_entropy(logits=confident, labels=labels) < 1e-6
     assert set(parts) == {"loss_ce"}
 
 
@@ -164,7 +174,7 @@ def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
                       usage_weight=0.2, attention="segmentation", motion_range=2)
     b = sequences(train_images, r=2, frames=5, n=4)
     out = MotionNet(cfg)(b.frames)
-    loss, parts = unsupervised_loss(frames=b.frames, logits=out.logits, attention=out.attention,
+    loss, parts = objective(labels=None, frames=b.frames, logits=out.logits, attention=out.attention,
                                     config=cfg)
     assert set(parts) == {"loss_recon", "loss_direction", "loss_reverse", "loss_entropy",
                           "loss_usage"}
@@ -174,7 +184,7 @@ def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
     # True motion, confidently: every reconstruction term is (nearly) zero.
     perfect = 50 * onehot(b.labels, 25)
     attention = torch.full((4, 28, 28), 0.5)
-    _, parts = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention, config=cfg)
+    _, parts = objective(labels=None, frames=b.frames, logits=perfect, attention=attention, config=cfg)
     assert parts["loss_recon"] < 1e-3 and parts["loss_direction"] < 1e-3
     assert parts["loss_reverse"] < 1e-2 and parts["loss_entropy"] < 1e-6
 
@@ -188,19 +198,19 @@ def test_direction_hard_term_sees_the_side_the_attention_ignores(train_images, t
     wrong = right.clone()
     wrong[:, 1:] = 50 * onehot(torch.full_like(b.labels[:, 1:], 12), 25)  # backward: zero motion
     forward_only = torch.ones(4, 28, 28)  # A = 1: the fused prediction is the forward side's
-    loss, parts = unsupervised_loss(frames=b.frames, logits=wrong, attention=forward_only,
+    loss, parts = objective(labels=None, frames=b.frames, logits=wrong, attention=forward_only,
                                     config=cfg)
     assert set(parts) == {"loss_recon", "loss_hard", "loss_direction_hard"}
     assert parts["loss_hard"] < 1e-3 < parts["loss_direction_hard"]
     assert loss.item() == pytest.approx(
         (parts["loss_recon"] + parts["loss_hard"] + 0.5 * parts["loss_direction_hard"]).item(),
         rel=1e-5)
-    _, parts = unsupervised_loss(frames=b.frames, logits=right, attention=forward_only,
+    _, parts = objective(labels=None, frames=b.frames, logits=right, attention=forward_only,
                                  config=cfg)
     assert parts["loss_direction_hard"] < 1e-3
     # T=3 has one direction: nothing to add.
     t3 = sequences(train_images, r=2, frames=3, n=4)
-    _, parts = unsupervised_loss(frames=t3.frames, logits=50 * onehot(t3.labels, 25),
+    _, parts = objective(labels=None, frames=t3.frames, logits=50 * onehot(t3.labels, 25),
                                  attention=None, config=cfg.replace(frames=3, attention="none"))
     assert "loss_direction_hard" not in parts
 
@@ -208,15 +218,15 @@ def test_direction_hard_term_sees_the_side_the_attention_ignores(train_images, t
 def test_class_usage_is_zero_for_even_use_and_log_k_minus_one_for_a_single_class():
     k, zero = 9, 4
     even = torch.full((2, 1, k, 5, 5), 1 / k)
-    assert class_usage(even).item() == pytest.approx(0.0, abs=1e-6)
+    assert usage(probs=even).item() == pytest.approx(0.0, abs=1e-6)
     # Mass on the zero class does not count: background is most of every frame.
     still = even.clone()
     still[:, :, zero] += 5.0
-    assert class_usage(still).item() == pytest.approx(0.0, abs=1e-6)
+    assert usage(probs=still).item() == pytest.approx(0.0, abs=1e-6)
     single = torch.zeros(2, 1, k, 5, 5)
     single[:, :, 2] = 1.0
-    assert class_usage(single).item() == pytest.approx(math.log(k - 1), rel=1e-5)
-    assert 0 < class_usage(torch.rand(2, 1, k, 5, 5)).item() < math.log(k - 1)
+    assert usage(probs=single).item() == pytest.approx(math.log(k - 1), rel=1e-5)
+    assert 0 < usage(probs=torch.rand(2, 1, k, 5, 5)).item() < math.log(k - 1)
 
 
 @pytest.mark.parametrize("weight, revived", [(0.0, False), (0.1, True)])
@@ -235,7 +245,7 @@ def test_class_usage_revives_a_velocity_the_reconstruction_alone_leaves_dead(tra
     for _ in range(200):
         probs = motion_probs(logits, k)
         loss = penalty(reconstruct(b.frames, probs, None, r)[1], b.frames[:, 2], "l1") \
-            + weight * class_usage(probs)
+            + weight * usage(probs=probs)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -287,8 +297,8 @@ def test_occlusion_mask_leaves_true_motion_only_the_noise_it_cannot_explain(trai
     if frames == 5:  # the attention that picks the side which covers a pixel the other cannot
         seen = visible(coverage(onehot(b.labels, 25), 2))
         attention = 0.5 + 0.5 * (seen[:, 0] - seen[:, 1])
-    plain = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention, config=cfg)[1]
-    masked = unsupervised_loss(frames=b.frames, logits=perfect, attention=attention,
+    plain = objective(labels=None, frames=b.frames, logits=perfect, attention=attention, config=cfg)[1]
+    masked = objective(labels=None, frames=b.frames, logits=perfect, attention=attention,
                                config=cfg.replace(occlusion_mask=True))[1]
     one_source = ["loss_reverse"] + (["loss_recon", "loss_hard"] if frames == 3 else
                                      ["loss_direction"])
@@ -431,3 +441,29 @@ def test_metrics_over_batches_equal_metrics_over_their_concatenation():
                        attention=attention)
     summed = finalize(add(add(None, batch_sums(**parts[0])), batch_sums(**parts[1])))
     assert summed == pytest.approx(whole)
+
+
+def test_every_weight_field_scales_the_term_of_its_name():
+    """``<name>_weight`` in RunConfig is the weight of term ``<name>``; every term is pure."""
+    weighted = [t for t in SUPERVISED + UNSUPERVISED if t.weight]
+    assert sorted(t.weight for t in weighted) == sorted(WEIGHTS)
+    assert all(t.weight == f"{t.name}_weight" for t in weighted)
+    for t in SUPERVISED + UNSUPERVISED:  # keyword-only arguments, each a named quantity
+        params = inspect.signature(t.fn).parameters.values()
+        assert all(p.kind is p.KEYWORD_ONLY for p in params), t.name
+        assert all(hasattr(Quantities, p.name) or p.name in ("labels", "logits", "kind")
+                   for p in params), t.name
+
+
+def test_a_new_term_is_one_function_and_one_table_entry(train_images, tiny_config, monkeypatch):
+    cfg = tiny_config(frames=3, supervision="unsupervised", motion_range=2)
+    b = sequences(train_images, r=2, frames=3, n=2)
+    logits = torch.randn(2, 1, 25, 28, 28)
+
+    def still(*, probs):  # a researcher's idea: prefer zero motion
+        return 1 - probs[:, :, 12].mean()
+
+    base, parts = objective(frames=b.frames, labels=None, logits=logits, attention=None, config=cfg)
+    monkeypatch.setattr(losses, "UNSUPERVISED", (*losses.UNSUPERVISED, Term("still", still)))
+    loss, parts = objective(frames=b.frames, labels=None, logits=logits, attention=None, config=cfg)
+    assert loss.item() == pytest.approx(base.item() + parts["loss_still"].item(), rel=1e-6)

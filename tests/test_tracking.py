@@ -1,47 +1,34 @@
-"""The MLflow store helpers: new sqlite stores start from a cached empty schema."""
+"""The MLflow store helpers on a real sqlite store: parent and child runs, metrics, refusals."""
 
 from __future__ import annotations
 
-import sqlite3
+import pytest
 
+from motioncore.config import UsageError
 from orchestrator import tracking
 
 
-def _alembic(path) -> list:
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT version_num FROM alembic_version").fetchall()
-
-
-def test_new_sqlite_stores_start_from_a_cached_empty_schema(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    first = tmp_path / "a" / "mlflow.db"
-    tracking.client_for(f"sqlite:///{first}")  # MLflow runs its migrations
-    template = tracking._schema_template()
-    assert template.parent == tmp_path / "cache" / "motioncore" and template.exists()
-    with sqlite3.connect(template) as db:
-        assert db.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    second = tmp_path / "b" / "mlflow.db"
-    client = tracking.client_for(f"sqlite:///{second}")  # a copy of the template
-    assert _alembic(second) == _alembic(first)
-    (default,) = client.search_experiments()
-    assert default.name == "Default" and default.artifact_location == str(elsewhere / "mlruns" / "0")
+def test_a_new_sqlite_store_holds_a_sweeps_parent_child_and_metrics(tmp_path):
+    client = tracking.client_for(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")  # parent made too
     exp = tracking.experiment_id(client, "space", tmp_path / "artifacts")
+    assert tracking.experiment_id(client, "space", tmp_path / "artifacts") == exp  # found again
     parent = tracking.start_parent(client, exp, "sweep", {"space": "space"})
-    child = tracking.start_child(client, exp, parent, name="c-s0", params={"lr": 0.1},
-                                 tags={"stage": "replicate", "cell": "c", "config_hash": "h", "seed": "0"})
-    tracking.log_metrics(client, child, {"acc": 0.5}, "test_", 3, 0)
-    assert client.get_run(child).data.metrics == {"test_acc": 0.5}
-    assert tracking.child_runs(client, exp, parent)[0].info.run_id == child
+    tags = {"stage": "replicate", "cell": "c", "config_hash": "h", "seed": "0"}
+    child = tracking.start_child(client, exp, parent, name="c-s0", params={"lr": 0.1}, tags=tags)
+    tracking.log_metrics(client, child, {"acc": 0.5, "bogus": 1.0}, "test_", 3, 0)
+    assert client.get_run(child).data.metrics == {"test_acc": 0.5}  # only the named metrics
+    assert client.get_run(child).data.params == {"lr": "0.1"}
+    assert [r.info.run_id for r in tracking.child_runs(client, exp, parent)] == [child]
+    # a retried trial reattaches to its run instead of making a second one
+    assert tracking.start_child(client, exp, parent, name="c-s0", params={}, tags=tags) == child
 
 
-def test_an_unwritable_cache_only_costs_time(tmp_path, monkeypatch):
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert [e.name for e in client.search_experiments()] == ["Default"]
-    assert not tracking._schema_template().exists()
+@pytest.mark.parametrize("uri, named", [
+    ("file:///tmp/mlruns", "no file store"),
+    ("ftp://host/x", "use sqlite"),
+    ("http://127.0.0.1:9/", "does not answer"),
+])
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(uri, named):
+    with pytest.raises(UsageError, match=named) as e:
+        tracking.client_for(uri)
+    assert uri in str(e.value) and "\n" not in str(e.value)

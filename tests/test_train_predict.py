@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from motioncore.config import RunConfig, UsageError, from_dict
-from motioncore.data import class_index, displacements
 from motioncore.metrics import NAMES
+from motioncore.model import predict_batch
+from motioncore.motion import class_index, displacements
 from motioncore.predict import load_model, predict
 from motioncore.predict import main as predict_main
 from motioncore.train import Trainer, dataset, evaluate, fit, load_checkpoint
@@ -296,7 +297,8 @@ def test_panel_png_for_five_frames(checkpoints, tmp_path):
     from motioncore import viz
 
     model, cfg = load_model(checkpoints[5])
-    viz.panel_png(model, cfg, dataset(cfg, "test", CPU)[0:3], tmp_path / "panel.png")
+    shown = dataset(cfg, "test", CPU)[0:3]
+    viz.panel_png(predict_batch(model.eval(), shown.frames), cfg, shown, tmp_path / "panel.png")
     assert (tmp_path / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
