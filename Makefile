@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 MNIST ?= $(MOTIONCORE_DATA)
 
-.PHONY: setup demo test test-gpu lint bench clean
+.PHONY: setup demo dry-run ui test test-gpu lint bench clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -11,8 +11,14 @@ MNIST ?= $(MOTIONCORE_DATA)
 
 setup: .venv/.installed
 
-demo: setup
+demo: setup  # three research-table cells at a demo budget, two seeds: it learns (~4 min on 2 CPUs)
+	$(PY) -m orchestrator.sweep --space demo --seeds 2
+
+dry-run: setup  # the plumbing check: every cell of the research table at a tiny budget (~1 min)
 	$(PY) -m orchestrator.sweep --space seed_table --dry-run
+
+ui: setup  # the MLflow UI on the local store: http://127.0.0.1:5000
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/sweeps/mlflow.db --workers 1 --port 5000
 
 test: setup
 	$(PY) -m pytest -q

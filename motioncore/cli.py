@@ -12,8 +12,10 @@ traceback, and status 1. Ctrl-C ends with status 130 and no traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from motioncore.config import UsageError
 from motioncore.mnist import MnistError
@@ -29,6 +31,27 @@ def error_line(e: BaseException) -> str:
     """``error: <first line of the message>``."""
     text = str(e).strip().splitlines()
     return f"error: {text[0] if text else type(e).__name__}"
+
+
+def check_output(flag: str, path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """Refuse an output location that cannot be created or written, before any work starts.
+
+    ``directory``: ``path`` is a directory (made when missing); else a file, whose directory
+    must exist. Nothing is created here."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise UsageError(f"{flag} {path}: is a {'file' if directory else 'directory'}, not a "
+                         f"{'directory' if directory else 'file'}")
+    probe = path if directory else path.parent
+    if not directory and not probe.is_dir():
+        raise UsageError(f"{flag} {path}: directory {probe} does not exist")
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent  # a directory to be made: its nearest existing ancestor decides
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {probe} is not writable")
+    return path
 
 
 def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:

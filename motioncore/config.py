@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +19,7 @@ CHOICES = {
     "loss": ("l1", "l2"),
     "attention": ("none", "motion", "segmentation"),
     "schedule": ("constant", "cosine"),
+    "precision": ("fp32", "bf16", "auto"),
 }
 
 
@@ -80,6 +82,8 @@ class RunConfig:
     # --- run ---
     seed: int = 0  # training data order and initialisation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: str = "fp32"  # the network's forward in fp32 | bf16 (autocast; objective, metrics
+    #   and weights stay fp32) | auto (bf16 where the device has bf16 matrix units, else fp32)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -111,8 +115,11 @@ class RunConfig:
                 f"attention={self.attention!r} needs frames=5 (with frames=3 there is one direction "
                 "and nothing to fuse); use attention=none"
             )
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise UsageError(f"device={self.device!r}: allowed values are auto, cpu, cuda, cuda:N")
+        for name in ("seed", "eval_seed"):
+            if getattr(self, name) >= 2**63:
+                raise UsageError(f"{name}={getattr(self, name)}: must be below 2**63")
 
     # --- derived values ---
     @property
@@ -136,6 +143,13 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return from_dict({**self.to_dict(), **changes})
 
+    def differs(self, saved: dict[str, Any]) -> list[str]:
+        """Fields in which a saved config (a checkpoint's) is another run than this one. The
+        device and precision are how a run computes, not what it is: a CUDA or bf16 run resumes
+        on a CPU in fp32."""
+        return sorted(k for k in {*saved, *FIELDS} if k not in HOW
+                      and saved.get(k, getattr(RunConfig, k, None)) != getattr(self, k, None))
+
     def changed(self) -> dict[str, Any]:
         """The fields set away from their defaults."""
         return {k: v for k, v in self.to_dict().items() if v != getattr(RunConfig, k)}
@@ -151,6 +165,7 @@ class RunConfig:
 
 _TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
 FIELDS = tuple(_TYPES)
+HOW = ("device", "precision")  # fields that say how a run computes, not what it computes
 # Every weight of an objective term (motioncore/losses.py names the term each one scales).
 WEIGHTS = tuple(n for n in FIELDS if n.endswith("_weight"))
 

@@ -72,33 +72,21 @@ class Batch:
         }
 
 
-def reach(*, motion_range: int, digits: int, image_size: int, digit_size: int = 28) -> int:
-    """Zero margin around each digit that every frame's window stays within."""
-    shift = 2 * motion_range + (max(image_size // 4, 1) if digits > 1 else 0)
-    return min(image_size, shift + abs(image_size - digit_size) // 2 + 1)
-
-
-def pad_digits(images: torch.Tensor, margin: int) -> torch.Tensor:
-    """``images`` with ``margin`` zero pixels on every side (what ``make_batch(margin=)`` takes)."""
-    return torch.nn.functional.pad(images, (margin,) * 4).contiguous()
-
-
-def _windows(images: torch.Tensor, which: np.ndarray, wy: np.ndarray, wx: np.ndarray, margin: int,
+def _windows(images: torch.Tensor, which: np.ndarray, wy: np.ndarray, wx: np.ndarray,
              size: int) -> torch.Tensor:
     """``(N, T, size, size)`` uint8: the window of digit ``which[n]`` whose top-left corner lies at
     digit coordinates ``(wy[n, t], wx[n, t])``, zero outside the digit.
 
-    ``images`` carry ``margin`` zero pixels on every side. Windows that need more are served
-    from a per-batch padded copy. The flat digit planes are viewed as every run of ``size``
-    bytes and one ``index_select`` copies each window row: no per-pixel index arithmetic.
+    The batch's own digits are copied once with the zero margin its windows need (cheaper than
+    keeping the whole split padded: no start-up copy, and a smaller working set). The flat
+    digit planes are viewed as every run of ``size`` bytes and one ``index_select`` copies each
+    window row: no per-pixel index arithmetic.
     """
-    h, w = images.shape[-2] - 2 * margin, images.shape[-1] - 2 * margin
-    extra = max(0, -wy.min() - margin, -wx.min() - margin,
-                wy.max() + size - h - margin, wx.max() + size - w - margin)
-    if extra > 0:  # some window leaves the margin: pad just this batch's digits further
-        images = torch.nn.functional.pad(images.index_select(0, torch.from_numpy(which).to(
-            images.device)), (extra,) * 4)
-        which, margin = np.arange(len(which)), margin + extra
+    h, w = images.shape[-2:]
+    margin = int(max(0, -wy.min(), -wx.min(), wy.max() + size - h, wx.max() + size - w))
+    images = torch.nn.functional.pad(images.index_select(0, torch.from_numpy(which).to(
+        images.device)), (margin,) * 4)  # (N, h + 2m, w + 2m)
+    which = np.arange(len(which))
     ph, pw = images.shape[-2:]
     origin = which[:, None] * (ph * pw) + (wy + margin) * pw + (wx + margin)  # (N, T) flat
     rows = torch.from_numpy(origin[:, :, None] + np.arange(size) * pw).to(images.device)
@@ -108,11 +96,10 @@ def _windows(images: torch.Tensor, which: np.ndarray, wy: np.ndarray, wx: np.nda
 
 def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int, frames: int,
                noise: float = 0.0, digits: int = 1, image_size: int = 28, seed: int = 0,
-               split: str = "train", margin: int = 0) -> Batch:
+               split: str = "train") -> Batch:
     """Generate the sequences ``indices`` of (seed, split) from the split's uint8 digit images.
 
-    ``images`` may carry ``margin`` zero pixels on every side (``pad_digits``), which spares
-    padding each batch. Per-sequence integers (hashes, velocities, window positions) are worked
+    Per-sequence integers (hashes, velocities, window positions) are worked
     out in NumPy on the host, where small arrays are cheapest; per-pixel work runs in torch on the
     images' device.
     """
@@ -121,7 +108,7 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
     r, T, S, dev = motion_range, frames, image_size, images.device
     keys = sequence_keys(torch.as_tensor(indices).cpu().numpy(), seed=seed, split=split)  # (N,)
     n = len(keys)
-    h, w = images.shape[-2] - 2 * margin, images.shape[-1] - 2 * margin
+    h, w = images.shape[-2:]
     shift = np.arange(T) - TARGET  # (T,) frame offset from the target
     src = slice(1, 2) if T == 3 else slice(1, 4, 2)  # the source frames, as a view
     step = np.array([TARGET - s for s in sources(T)])  # (D,): +1 forward, -1 backward
@@ -150,7 +137,7 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
         pick = bits[:, 5] % NOISE_ROWS**2 if noisy else None  # 20 bits: two noise-table rows
         if noisy:
             canvas = background(torch.from_numpy(pick).to(dev), S * S).view(n, 1, S, S).mul_(noise)
-        alpha = _windows(images, which, wy, wx, margin, S)  # (N, T, S, S) uint8
+        alpha = _windows(images, which, wy, wx, S)  # (N, T, S, S) uint8
         present = alpha.bool()
         if canvas is None:  # the first digit on an empty canvas: exactly its intensities
             canvas = alpha.to(torch.float32).mul_(1.0 / 255.0)
@@ -180,29 +167,19 @@ class MovingDigits:
         check_params(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
                      image_size=image_size, split=split)
         self.split = split
-        images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
-        # windows are read from digits padded once with zeros: no per-batch padding
-        margin = reach(motion_range=motion_range, digits=digits, image_size=image_size,
-                       digit_size=images.shape[-1])
-        self._digits = pad_digits(images, margin)
+        self.images = torch.from_numpy(mnist.load_split(split, data_dir).copy()).to(device)
         self.params = dict(motion_range=motion_range, frames=frames, noise=noise, digits=digits,
-                           image_size=image_size, seed=seed, split=split, margin=margin)
-
-    @property
-    def images(self) -> torch.Tensor:
-        """The split's uint8 digits ``(N, 28, 28)`` (a view when they are kept padded)."""
-        m = self.params["margin"]
-        return self._digits[:, m:-m, m:-m] if m else self._digits
+                           image_size=image_size, seed=seed, split=split)
 
     def __getitem__(self, indices) -> Batch:
         """Sequences at ``indices`` (a slice, a list or a tensor of ints)."""
         if isinstance(indices, slice):
             indices = torch.arange(indices.start or 0, indices.stop)
         indices = torch.as_tensor(indices)
-        if len(indices) <= self.CHUNK or self._digits.device.type != "cpu":
-            return make_batch(self._digits, indices, **self.params)
+        if len(indices) <= self.CHUNK or self.images.device.type != "cpu":
+            return make_batch(self.images, indices, **self.params)
         # Huge batches are made in cache-sized chunks on CPU: same values, several times faster.
-        parts = [make_batch(self._digits, c, **self.params) for c in indices.split(self.CHUNK)]
+        parts = [make_batch(self.images, c, **self.params) for c in indices.split(self.CHUNK)]
         return Batch(*(torch.cat([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
 
     def batches(self, batch_size: int, total: int):
@@ -254,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.n <= 0:
         raise UsageError(f"--n {args.n}: must be an integer >= 1")
+    for flag, path in (("--out", args.out), ("--png", args.png)):
+        if path:
+            cli.check_output(flag, path)
     check_params(motion_range=args.motion_range, frames=args.frames, noise=args.noise,
                  digits=args.digits, image_size=args.image_size, split=args.split)
     gen = MovingDigits(args.split, motion_range=args.motion_range, frames=args.frames,

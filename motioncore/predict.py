@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from motioncore import cli
+from motioncore.checkpoint import load_checkpoint
 from motioncore.config import UsageError, from_dict
 from motioncore.model import MotionNet, predict_batch
 from motioncore.motion import displacements
-from motioncore.train import load_checkpoint
 
 
 def load_model(path) -> tuple[MotionNet, object]:
@@ -51,6 +51,22 @@ def predict(model: MotionNet, config, frames: np.ndarray, batch_size: int = 256)
     return result
 
 
+def read_frames(path: str) -> np.ndarray:
+    """A ``--frames`` file: one numeric array in a .npy (no pickled objects)."""
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--frames {path}: cannot read it as a .npy array ({e})") from None
+    if not isinstance(frames, np.ndarray):  # an .npz archive
+        frames.close()
+        raise UsageError(f"--frames {path}: an .npz archive; expected one .npy array of "
+                         "(N, T, H, W) float32 in [0, 1]")
+    if not (np.issubdtype(frames.dtype, np.floating) or np.issubdtype(frames.dtype, np.integer)):
+        raise UsageError(f"--frames {path}: values of dtype {frames.dtype}; expected float32 in "
+                         "[0, 1]")
+    return frames
+
+
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m motioncore.predict",
@@ -59,15 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", required=True, help=".npy of (N, T, H, W) float32 in [0, 1]")
     p.add_argument("--out", required=True, help=".npz to write classes, motion, target, attention")
     args = p.parse_args(argv)
+    cli.check_output("--out", args.out)
     try:
         model, config = load_model(args.checkpoint)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's input
         raise UsageError(f"cannot load checkpoint {args.checkpoint}: {e}") from None
-    try:
-        frames = np.load(args.frames)
-        result = predict(model, config, frames)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{args.frames}: {e}") from None
+    frames = read_frames(args.frames)
+    result = predict(model, config, frames)
     np.savez_compressed(args.out, **result)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v.shape}" for k, v in result.items()))
     return 0

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from motioncore import cli, mnist, viz
+from motioncore import cli, mnist, precision, viz
+from motioncore.checkpoint import check_out, load_checkpoint
 from motioncore.config import (
     LR_FLOOR,
     WARMUP_STEPS,
@@ -104,7 +105,10 @@ class Trainer:
         self.config, self.device = config, device
         self.prefetch = prefetch or (1 if device.type == "cpu" else 8)
         self._ahead: tuple[int, Batch] | None = None  # (first step, sequences of several steps)
+        self.precision = precision.resolve(config.precision, device)
         self.model = build_model(config, device)
+        if self.precision == "bf16":  # bf16 convolutions run fastest on channels-last tensors
+            self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                      weight_decay=config.weight_decay)
@@ -136,9 +140,11 @@ class Trainer:
         batch = self.batch_at(self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(c, self.step)
-        out = self.model(batch.frames)
-        loss, parts = objective(frames=batch.frames, labels=batch.labels, logits=out.logits,
-                                attention=out.attention, config=c,
+        with precision.autocast(self.precision, self.device):
+            out = self.model(batch.frames)
+        attention = out.attention.float() if out.attention is not None else None
+        loss, parts = objective(frames=batch.frames, labels=batch.labels,
+                                logits=out.logits.float(), attention=attention, config=c,
                                 progress=self.step / max(c.steps, 1))
         if not torch.isfinite(loss):
             raise cli.Diverged(f"loss is {loss.item()} at step {self.step} of "
@@ -173,20 +179,21 @@ class Trainer:
 
     def load(self, path: str | os.PathLike) -> None:
         state = load_checkpoint(path)
-        # The device is where a run computes, not what it is: a CUDA run resumes on a CPU.
-        if {**state["config"], "device": None} != {**self.config.to_dict(), "device": None}:
-            raise UsageError(f"checkpoint {path} was written by a different config")
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.step, self.history = state["step"], list(state["history"])
-        torch.set_rng_state(state["rng"])
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint's contents, loaded with ``weights_only=True`` (no code runs on load)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+        changed = self.config.differs(state["config"])
+        if changed:
+            raise UsageError(f"checkpoint {path} was written by a different config (differs in "
+                             f"{', '.join(changed)})")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.step, self.history = int(state["step"]), list(state["history"])
+            torch.set_rng_state(state["rng"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UsageError(f"checkpoint {path} does not fit this model and optimiser "
+                             f"({reason})") from None
 
 
 def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
@@ -293,15 +300,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
     p.add_argument("--config", help="JSON file with config fields (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_config_flags(p)
     args = p.parse_args(argv)
     config = config_from_flags(args, read_config(args.config) if args.config else None)
     resolve_device(config.device)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be an integer >= 1")
+    out = Path(args.out)
+    check_out(out, config, resume=args.resume, overwrite=args.overwrite)
+    mnist.load_split("train", args.data_dir)  # missing or corrupt MNIST: before anything is written
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     started = time.perf_counter()
     trainer, test = fit(config, data_dir=args.data_dir, checkpoint=out / "checkpoint.pt",

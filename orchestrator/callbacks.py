@@ -17,15 +17,22 @@ class SweepCallback(Callback):
     """Logs every trial to MLflow under the sweep's parent run and prints progress."""
 
     def __init__(self, state_file: str, exp_id: str, parent: str, *, space: str, stage: str,
-                 total: int, commit: str):
+                 total: int, commit: str, estimates: dict[str, float] | None = None,
+                 planned: float = 0.0, dry_run: bool = False):
+        """``estimates``: the plan's seconds for one trial of each cell; ``planned``: their sum
+        over the stage's trials. The time left is the plan's remainder, scaled by how long the
+        finished trials took against their estimates (concurrency and machine speed included)."""
         # The tracking URI is read from the sweep's state file when first needed, so a resumed
         # sweep (whose Tune state holds a pickled copy of this callback) logs where it is told to.
         self.state_file, self.exp_id, self.parent = state_file, exp_id, parent
         self.space, self.stage, self.total, self.commit = space, stage, total, commit
+        self.dry_run = dry_run
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.started: dict[str, float] = {}
         self.placed: set[str] = set()
         self.done = 0
+        self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
+        self.first_start: float | None = None
         self._client = None
 
     @property
@@ -48,7 +55,11 @@ class SweepCallback(Callback):
             tags = {"cell": cell, "space": self.space, "stage": self.stage,
                     "config_hash": config.hash(), "seed": str(config.seed),
                     "git_commit": self.commit, "design": params.get("design", ""),
-                    "published": str(params.get("published", "")), "tune_trial_id": trial.trial_id}
+                    "tune_trial_id": trial.trial_id,
+                    tracking.NOTE: tracking.child_note(cell, config.seed, params.get("design", ""),
+                                                       self.stage, self.dry_run)}
+            if params.get("published") is not None:
+                tags["published"] = str(params["published"])
             self.runs[trial.trial_id] = tracking.start_child(
                 self.client, self.exp_id, self.parent, name=name, params=config.to_dict(),
                 tags=tags)
@@ -56,6 +67,7 @@ class SweepCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())
+        self.first_start = self.first_start or time.time()
         self._run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -83,14 +95,13 @@ class SweepCallback(Callback):
                     if (path / name).exists():
                         self.client.log_artifact(run_id, str(path / name))
         status = "finished" if finished else "stopped early"
-        tracking.finish(self.client, run_id, "FINISHED" if finished else "KILLED",
-                        {"status": status})
+        tracking.finish(self.client, run_id, "FINISHED" if finished else "KILLED")
         self._line(trial, status, result)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
         reason = _error_reason(trial)
-        tracking.finish(self.client, run_id, "FAILED", {"status": "failed", "failure_reason": reason})
+        tracking.finish(self.client, run_id, "FAILED", {"failure_reason": reason})
         self._line(trial, f"FAILED: {reason}", trial.last_result or {})
 
     def _line(self, trial, status: str, result: dict) -> None:
@@ -103,8 +114,33 @@ class SweepCallback(Callback):
                                       "test_attn_acc") if k in result)
         if not metrics and "val_acc_fg" in result:
             metrics = f"val acc_fg {result['val_acc_fg']:.4f}"
-        print(f"[{self.done}/{self.total}] {self.stage} {params.get('cell')} seed {seed}: "
-              f"{status}  {metrics}  ({secs:.0f} s)", flush=True)
+        what = f"dry-run {self.stage}" if self.dry_run else self.stage
+        print(f"[{self.done}/{self.total}] {what} {params.get('cell')} seed {seed}: "
+              f"{status}  {metrics}  ({secs:.0f} s){self._eta(params.get('cell'))}", flush=True)
+
+    def _eta(self, cell: str | None) -> str:
+        """``  | 3m10s elapsed, ~5m20s left``: the stage's time so far and the estimate of the rest."""
+        self.estimated_done += self.estimates.get(cell, 0.0)
+        if self.first_start is None:
+            return ""
+        elapsed = time.time() - self.first_start
+        text = f"  | {duration(elapsed)} elapsed"
+        if self.done >= self.total:
+            return text
+        if self.estimated_done > 0 and self.planned > self.estimated_done:
+            left = elapsed * (self.planned - self.estimated_done) / self.estimated_done
+            text += f", ~{duration(left)} left"
+        return text
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12m05s``, ``3h02m``."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _error_reason(trial) -> str:

@@ -13,9 +13,9 @@ from search_spaces import Cell, Space
 DRY_RUN = dict(steps=12, eval_every=6, batch_size=16, width=8, depth=2, val_size=48,
                test_size=96, ema=0.0)
 DRY_RUN_SAMPLES = 2  # Optuna trials per cell in a dry run
-# Measured on one CPU thread (batch 64, width 16): rough cost of a training step, seconds.
-# Width 32 costs 1.7x and width 64 4.2x the step of width 16 (2026-11-30, unsupervised T=3 r=3):
-# fixed per-layer costs dominate small models, so the multiplier is 0.75 + 0.25 (width/16)^2.
+# Rough cost of a training step on one CPU thread (batch 64, width 16), seconds; wider models
+# cost 0.75 + 0.25 (width/16)^2 as much, since fixed per-layer costs dominate small ones
+# (measured figures: benchmarks/README.md).
 STEP_SECONDS = {(3, "supervised"): 0.2, (3, "unsupervised"): 0.3, (5, "unsupervised"): 0.7,
                 (5, "supervised"): 0.5}
 
@@ -41,6 +41,9 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep:
             raise UsageError(f"--set {item!r}: expected key=value with key one of {', '.join(FIELDS)}")
+        if key == "seed":
+            raise UsageError(f"--set {item!r}: seeds come from --seeds (seeds 0..N-1 in every "
+                             "cell, so cells pair up); use --seeds N")
         out[key] = parse_value(key, value.strip())
     return out
 

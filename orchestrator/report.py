@@ -1,4 +1,4 @@
-"""The ablation table, from MLflow alone: results.parquet, ablation.md, ablation.tex, ablation.png.
+"""The ablation table, from MLflow alone: results.parquet, paired.parquet, ablation.md/.tex/.png.
 
     python -m orchestrator.report --tracking-uri sqlite:///sweeps/mlflow.db \
         --experiment seed_table [--parent RUN_ID] --out DIR
@@ -19,11 +19,13 @@ from mlflow.exceptions import MlflowException
 from motioncore import cli
 from motioncore.config import FIELDS, UsageError, parse_value
 from motioncore.config import METRIC_NAMES as NAMES
-from orchestrator import tracking
+from orchestrator import stats, tracking
 from search_spaces import load
 
 TABLE_METRICS = ("acc", "acc_fg", "acc_zero", "epe", "recon_l1", "attn_acc")
 PERCENT = {"acc", "acc_fg", "acc_zero", "attn_acc"}
+STATUS = {"FINISHED": "finished", "KILLED": "stopped early", "FAILED": "failed"}  # from MLflow's
+PAIRED_METRICS = ("acc", "acc_fg")  # the paired difference to the baseline, with its interval
 
 
 def rows_from_mlflow(client, exp_id: str, parent: str) -> list[dict]:
@@ -34,10 +36,10 @@ def rows_from_mlflow(client, exp_id: str, parent: str) -> list[dict]:
         if tags.get("stage") != "replicate":
             continue
         row = {"cell": tags.get("cell", ""), "seed": int(tags.get("seed", params.get("seed", 0))),
-               "design": tags.get("design", ""), "status": tags.get("status", run.info.status.lower()),
+               "design": tags.get("design", ""),
+               "status": STATUS.get(run.info.status, run.info.status.lower()),
                "failure_reason": tags.get("failure_reason", ""), "run_id": run.info.run_id,
-               "published": float(tags["published"]) if tags.get("published") not in (None, "", "None")
-               else None}
+               "published": float(tags["published"]) if tags.get("published") else None}
         for name in FIELDS:
             if name in params:
                 row[name] = parse_value(name, params[name]) if name != "device" else params[name]
@@ -60,9 +62,15 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
-def summarise(rows: list[dict], order: list[str]) -> list[dict]:
-    """Per cell: mean, std and n of each table metric over its finished seeds."""
+def _per_seed(rows: list[dict], metric: str) -> dict[int, float]:
+    return {r["seed"]: r[f"test_{metric}"] for r in rows if r["status"] == "finished"}
+
+
+def summarise(rows: list[dict], order: list[str], baseline: str = "") -> list[dict]:
+    """Per cell: mean, std and n of each table metric over its finished seeds, and for
+    ``PAIRED_METRICS`` the paired difference to the baseline cell (``stats.Paired``)."""
     cells = order + sorted({r["cell"] for r in rows} - set(order))
+    base_rows = [r for r in rows if r["cell"] == baseline]
     out = []
     for cell in cells:
         rs = [r for r in rows if r["cell"] == cell]
@@ -74,8 +82,19 @@ def summarise(rows: list[dict], order: list[str]) -> list[dict]:
              "motion_range": rs[0].get("motion_range")}
         for m in TABLE_METRICS:
             s[m] = _stats([r[f"test_{m}"] for r in done])
+        for m in PAIRED_METRICS:
+            s[f"paired_{m}"] = stats.paired(_per_seed(rs, m), _per_seed(base_rows, m))
         out.append(s)
     return out
+
+
+def paired_rows(summary: list[dict], baseline: str) -> list[dict]:
+    """The paired differences as plain rows (for paired.parquet), in percentage points."""
+    return [{"cell": s["cell"], "baseline": baseline, "metric": m, "n_pairs": p.n,
+             "mean_diff_pct": 100 * p.mean, "ci95_low_pct": 100 * p.low,
+             "ci95_high_pct": 100 * p.high, "significant": p.significant}
+            for s in summary if s["cell"] != baseline
+            for m in PAIRED_METRICS for p in [s[f"paired_{m}"]]]
 
 
 def _fmt(metric: str, stat: tuple[float, float, int]) -> str:
@@ -87,41 +106,49 @@ def _fmt(metric: str, stat: tuple[float, float, int]) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
-def _delta(metric: str, s: dict, base: dict | None) -> str:
-    if base is None or s[metric][2] == 0 or base[metric][2] == 0:
-        return "–"
-    scale = 100 if metric in PERCENT else 1
-    return f"{(s[metric][0] - base[metric][0]) * scale:+.1f}"
+def _delta(metric: str, s: dict, baseline: str) -> str:
+    """``+1.2 [+0.4, +2.0]*``: paired mean difference in points, its 95% interval, * if it
+    excludes zero; "n/a" below two shared seeds; "baseline" on the baseline's row."""
+    if s["cell"] == baseline:
+        return "baseline"
+    p = s[f"paired_{metric}"]
+    if p.n < 2:
+        return "n/a"
+    return f"{100 * p.mean:+.1f} [{100 * p.low:+.1f}, {100 * p.high:+.1f}]" + (
+        "*" if p.significant else "")
+
+
+PAIRED_NOTE = ("Δ: the paired difference to the baseline over the seeds both finished, mean "
+               "[95% CI, Student's t with n-1 degrees of freedom], in points; * marks an interval "
+               "that excludes zero; n/a below two shared seeds.")
 
 
 def markdown(summary: list[dict], baseline: str, title: str) -> str:
-    base = next((s for s in summary if s["cell"] == baseline), None)
     head = ["cell", "n", "acc %", "acc_fg %", "acc_zero %", "epe", "recon_l1", "attn_acc %",
-            "published acc %", "Δacc_fg vs baseline"]
+            "published acc %", "Δacc", "Δacc_fg"]
     lines = [f"# {title}", "",
              f"Test metrics, mean ± std over seeds (n = finished seeds). Baseline: `{baseline}`. "
-             "acc_zero is the zero-motion baseline on the same data.", "",
+             "acc_zero is the zero-motion baseline on the same data. " + PAIRED_NOTE, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         pub = "–" if s["published"] is None else f"{s['published']:g}"
         n = f"{s['n']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
         cells = [f"`{s['cell']}`", n] + [_fmt(m, s[m]) for m in TABLE_METRICS] + [
-            pub, "baseline" if s["cell"] == baseline else _delta("acc_fg", s, base)]
+            pub, *(_delta(m, s, baseline) for m in PAIRED_METRICS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def latex(summary: list[dict], baseline: str) -> str:
-    base = next((s for s in summary if s["cell"] == baseline), None)
     head = ["cell", "$n$", "acc (\\%)", "acc\\_fg (\\%)", "acc\\_zero (\\%)", "EPE", "recon L1",
-            "attn acc (\\%)", "published (\\%)", "$\\Delta$acc\\_fg"]
+            "attn acc (\\%)", "published (\\%)", "$\\Delta$acc", "$\\Delta$acc\\_fg"]
     lines = ["\\begin{tabular}{l" + "r" * (len(head) - 1) + "}", "\\toprule",
              " & ".join(head) + " \\\\", "\\midrule"]
     for s in summary:
         pub = "--" if s["published"] is None else f"{s['published']:g}"
         vals = [_fmt(m, s[m]).replace("±", "$\\pm$").replace("–", "--") for m in TABLE_METRICS]
-        delta = "--" if s["cell"] == baseline else _delta("acc_fg", s, base).replace("–", "--")
-        lines.append(" & ".join([s["cell"].replace("_", "\\_"), str(s["n"]), *vals, pub, delta])
+        deltas = [_delta(m, s, baseline).replace("*", "$^*$") for m in PAIRED_METRICS]
+        lines.append(" & ".join([s["cell"].replace("_", "\\_"), str(s["n"]), *vals, pub, *deltas])
                      + " \\\\")
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
 
@@ -142,20 +169,23 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
             if pts:
                 ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
                             yerr=[100 * p[1][1] for p in pts], marker="o", capsize=3, label=design)
+        ax.set_title(f"test {metric}: mean over seeds, error bars ± 1 std", fontsize=8)
         pubs = [(s["motion_range"], s["published"]) for s in summary if s["published"] is not None]
         if metric == "acc" and pubs:
             ax.scatter(*zip(*pubs, strict=True), marker="*", s=120, c="k", label="published", zorder=5)
         ax.set_xlabel("motion range r")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # an empty table draws empty axes
+        axes[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def build(client, exp_id: str, parent: str, out: Path, space=None) -> list[Path]:
+def build(client, exp_id: str, parent: str, out: Path, space=None,
+          rows: list[dict] | None = None) -> list[Path]:
     """Write the four result files for one sweep (parent run) into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     if space is None:
@@ -164,17 +194,41 @@ def build(client, exp_id: str, parent: str, out: Path, space=None) -> list[Path]
             space = load(name) if name else None
         except KeyError:
             space = None
-    rows = rows_from_mlflow(client, exp_id, parent)
+    rows = rows_from_mlflow(client, exp_id, parent) if rows is None else rows
     order = [c.id for c in space.cells] if space else []
     baseline = space.baseline if space else (rows[0]["cell"] if rows else "")
-    summary = summarise(rows, order)
-    title = f"{space.name if space else 'sweep'}: {client.get_run(parent).info.run_name}"
-    files = [out / "results.parquet", out / "ablation.md", out / "ablation.tex", out / "ablation.png"]
+    summary = summarise(rows, order, baseline)
+    run = client.get_run(parent)
+    title = (f"{space.name}: {space.description} ({run.info.run_name})" if space
+             else f"sweep {run.info.run_name}")
+    if run.data.tags.get("dry_run") == "True":
+        title = f"DRY RUN, not results (every cell at a tiny plumbing budget): {title}"
+    files = [out / "results.parquet", out / "paired.parquet", out / "ablation.md",
+             out / "ablation.tex", out / "ablation.png"]
     write_parquet(rows, files[0])
-    files[1].write_text(markdown(summary, baseline, title))
-    files[2].write_text(latex(summary, baseline))
-    plot(summary, files[3], title)
+    write_parquet(paired_rows(summary, baseline), files[1])
+    files[2].write_text(markdown(summary, baseline, title))
+    files[3].write_text(latex(summary, baseline))
+    plot(summary, files[4], title)
     return files
+
+
+def check_parent(client, exp, run_id: str) -> str:
+    """``run_id`` if it is the parent run of a sweep in experiment ``exp``; else one line why not."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UsageError(f"--parent {run_id!r}: no such run in this tracking store") from None
+    tags = run.data.tags
+    if run.info.experiment_id != exp.experiment_id:
+        raise UsageError(f"--parent {run_id}: a run of another experiment, not of "
+                         f"{exp.name!r}")
+    if tracking.PARENT_TAG in tags:
+        raise UsageError(f"--parent {run_id}: a trial of sweep {tags[tracking.PARENT_TAG]}, not a "
+                         "sweep; pass that parent run's id")
+    if "sweep_dir" not in tags:
+        raise UsageError(f"--parent {run_id}: not a sweep's parent run")
+    return run_id
 
 
 def latest_parent(client, exp_id: str) -> str:
@@ -194,16 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", required=True)
     p.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
     p.add_argument("--out", required=True, help="directory for the result files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a results.parquet in OUT even when the new table has fewer rows")
     a = p.parse_args(argv)
-    try:
-        client = tracking.client_for(a.tracking_uri)
-        exp = client.get_experiment_by_name(a.experiment)
-        if exp is None:
-            raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
-        parent = a.parent or latest_parent(client, exp.experiment_id)
-        files = build(client, exp.experiment_id, parent, Path(a.out))
-    except MlflowException as e:
-        raise UsageError(f"--parent {a.parent!r}: {str(e).splitlines()[0][:300]}") from None
+    out = cli.check_output("--out", a.out, directory=True)
+    client = tracking.client_for(a.tracking_uri)
+    exp = client.get_experiment_by_name(a.experiment)
+    if exp is None:
+        raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
+    parent = check_parent(client, exp, a.parent) if a.parent else latest_parent(
+        client, exp.experiment_id)
+    rows = rows_from_mlflow(client, exp.experiment_id, parent)
+    before = out / "results.parquet"
+    if before.exists() and not a.overwrite and pq.read_metadata(before).num_rows > len(rows):
+        raise UsageError(f"--out {out}: its results.parquet has {pq.read_metadata(before).num_rows} "
+                         f"rows and this sweep's table {len(rows)}; pass --overwrite to replace it")
+    files = build(client, exp.experiment_id, parent, out, rows=rows)
     print((Path(a.out) / "ablation.md").read_text())
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -62,6 +63,8 @@ def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.R
     # default TensorBoard logger, which imports torch into the driver: 2-3 s of CPU taken from
     # the trials. Tune reads the switch when the stage starts.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Our own line per trial says what Tune's configuration box and status tables would.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Each report's checkpoint forces a snapshot of the experiment (num_to_keep below), by
     # design; Tune would warn about it after every few-second trial on a GPU.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -102,8 +105,11 @@ def _search(state, space: Space, exp_id: str, cell_spec: plan.TrialSpec, commit:
     steps = max(1, math.ceil(cell_spec.config.steps / cell_spec.config.eval_every))
     scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
                               max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
+    each = plan.estimate_seconds(cell_spec.config)
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
-                             space=space.name, stage="search", total=samples, commit=commit)
+                             space=space.name, stage="search", total=samples, commit=commit,
+                             estimates={cell.id: each}, planned=samples * each,
+                             dry_run=state.dry_run)
     params = {**_trial_params(state, cell_spec), **_search_space(space.search)}
 
     def make():
@@ -135,13 +141,25 @@ def _trial_name(trial) -> str:
 
 def run(state: SweepState, client, exp_id: str, resuming: bool = False,
         stop_ray: bool = False) -> int:
+    """All stages, then the tables (see ``_run``); a failure on the way marks the parent run
+    FAILED (KILLED on Ctrl-C) with its reason, and the sweep stays resumable."""
+    try:
+        return _run(state, client, exp_id, resuming, stop_ray)
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        reason = "interrupted" if interrupted else f"{type(e).__name__}: {e}".splitlines()[0]
+        with contextlib.suppress(Exception):  # the store itself may be what failed
+            tracking.finish(client, state.parent_run_id, "KILLED" if interrupted else "FAILED",
+                            {"failure_reason": f"{reason[:400]}; resume with --resume "
+                                               f"{state.sweep_dir}"})
+        raise
+
+
+def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool) -> int:
     """All stages, then the tables; the parent run ends FINISHED with the tables attached.
 
-    ``stop_ray``: stop Ray at the very end (the atexit hook would too, 0.5 s later). Stopping
-    it while the tables were built saved about a second, but in one sweep of eight the
-    driver then exited non-zero 0.2 s after the shutdown, with Ray's "core worker has already
-    been shutdown" error from a thread other than the main one. Now a late failure there
-    cannot cost the tables or the parent run's status.
+    ``stop_ray``: stop Ray last, once everything is recorded, so that an error in Ray's own
+    shutdown cannot cost the tables or the parent run's status.
     """
     space = load(state.space)
     specs = plan.trials(space, seeds=state.seeds, dry_run=state.dry_run, sets=state.sets,
@@ -162,8 +180,12 @@ def run(state: SweepState, client, exp_id: str, resuming: bool = False,
                 state.save()
                 print(f"best in {cell.id}: {best[cell.id]}", flush=True)
         specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
+    estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in specs}
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
-                             space=space.name, stage="replicate", total=len(specs), commit=commit)
+                             space=space.name, stage="replicate", total=len(specs), commit=commit,
+                             estimates=estimates,
+                             planned=sum(estimates[s.cell.id] for s in specs),
+                             dry_run=state.dry_run)
     grid = [_trial_params(state, s) for s in specs]
 
     def make():
@@ -181,13 +203,12 @@ def run(state: SweepState, client, exp_id: str, resuming: bool = False,
     files = report.build(client, exp_id, state.parent_run_id, out, space)
     for f in files:
         client.log_artifact(state.parent_run_id, str(f))
-    tracking.finish(client, state.parent_run_id, "FINISHED")
-    print((out / "ablation.md").read_text(), flush=True)
-    uri = state.tracking_uri
-    browse = (f"open {uri} in a browser" if uri.startswith(("http://", "https://"))
-              else f"mlflow ui --backend-store-uri {uri} --port 5000")
-    print(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them: {browse}",
-          flush=True)
+    table = (out / "ablation.md").read_text()
+    tracking.finish(client, state.parent_run_id, "FINISHED", {tracking.NOTE: tracking.table_note(
+        table, state.dry_run)})
+    print(table, flush=True)
+    print(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them in MLflow: "
+          f"{tracking.ui_hint(state.tracking_uri, exp_id, state.parent_run_id)}", flush=True)
     if stop_ray:  # last, with everything recorded: see the docstring
         gc.collect()  # unreachable objects that may hold Ray handles go while Ray is up
         ray.shutdown()

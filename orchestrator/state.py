@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,4 +71,73 @@ class SweepState:
                      if isinstance(values, dict) else [type(values).__name__])
             raise UsageError(f"--resume {sweep_dir}: {FILE} is not a sweep's state (unexpected or "
                              f"missing: {', '.join(wrong)}); it was edited after the sweep wrote it")
-        return cls(**values)
+        state = cls(**values)
+        if Path(state.sweep_dir).resolve() != Path(sweep_dir).resolve():
+            raise UsageError(f"--resume {sweep_dir}: its {FILE} belongs to sweep {state.sweep_dir} "
+                             "(a copied or moved directory); resume that one")
+        return state
+
+
+LOCK = "driver.lock"
+
+
+class DriverLock:
+    """SWEEP_DIR/driver.lock while a driver works on the sweep: a second driver is refused.
+
+    The lock names its owner's pid and host. A lock whose pid is gone from this host was left
+    by a killed driver and is taken over; one held on another host can only be judged there.
+    """
+
+    def __init__(self, sweep_dir: str | Path):
+        self.path = Path(sweep_dir) / LOCK
+        self.held = False
+
+    def __enter__(self) -> DriverLock:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and not self._stale(owner):
+                    raise UsageError(
+                        f"sweep {self.path.parent} is in use by driver pid {owner.get('pid')} on "
+                        f"{owner.get('host')} (since {time.ctime(owner.get('since', 0))}); wait "
+                        f"for it, or remove {self.path} if that driver is gone") from None
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()  # stale: its driver was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise UsageError(f"sweep {self.path.parent}: could not take {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.held = False
+
+    def _owner(self) -> dict | None:
+        try:
+            owner = json.loads(self.path.read_text())
+            return owner if isinstance(owner, dict) else {}
+        except FileNotFoundError:
+            return None  # released meanwhile
+        except (OSError, ValueError):
+            return {}  # half-written by a driver killed while taking it: stale
+
+    @staticmethod
+    def _stale(owner: dict) -> bool:
+        if not owner or "pid" not in owner:
+            return True
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, OverflowError):
+            return False
+        return False

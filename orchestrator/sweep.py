@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from motioncore import cli, mnist
 from motioncore.config import UsageError
 from orchestrator import plan, preflight, tracking
-from orchestrator.state import SweepState
+from orchestrator.state import DriverLock, SweepState
 from search_spaces import Space, load, names
 
 
@@ -64,14 +65,14 @@ def check_args(a: argparse.Namespace) -> Space:
             raise UsageError(f"{flag} {value}: must be >= {low}")
     if a.num_samples is not None and a.num_samples < 1:
         raise UsageError(f"--num-samples {a.num_samples}: must be >= 1")
-    if a.cpus_per_trial <= 0:
-        raise UsageError(f"--cpus-per-trial {a.cpus_per_trial}: must be > 0")
+    if not (math.isfinite(a.cpus_per_trial) and a.cpus_per_trial > 0):
+        raise UsageError(f"--cpus-per-trial {a.cpus_per_trial}: must be a number > 0")
     if a.gpus_per_trial != "auto":
         try:
             gpus = float(a.gpus_per_trial)
         except ValueError:
             gpus = -1.0
-        if not 0 <= gpus <= 64:
+        if not 0 <= gpus <= 64:  # NaN fails too
             raise UsageError(f"--gpus-per-trial {a.gpus_per_trial!r}: must be a number >= 0 or auto")
         a.gpus_per_trial = gpus
         if gpus > 0 and not a.address and not a.resume:
@@ -111,6 +112,18 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     """Preflight, then a new sweep directory, parent run and the Tune stages."""
     root = Path(a.out)
     uri = a.tracking_uri or tracking.default_uri(root)
+    # Every output location, then MNIST, before anything starts or is written.
+    cli.check_output("--out", root, directory=True)
+    if uri.startswith("sqlite:///"):
+        cli.check_output("--tracking-uri", Path(uri[len("sqlite:///"):]).parent, directory=True)
+    sweep_dir = root / f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    while sweep_dir.exists():
+        sweep_dir = Path(f"{sweep_dir}-1")
+    storage = a.storage_path or str((sweep_dir / "ray").resolve())
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+        cli.check_output("--storage-path", storage, directory=True)
+    data_dir = _check_data(a.data_dir)
     # A tracking server is checked before anything starts. A local store is opened while Ray
     # starts: importing MLflow and creating a new sqlite schema take seconds.
     pending = None
@@ -118,13 +131,6 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         pending = ThreadPoolExecutor(1).submit(_open_store, uri)
     else:
         client = tracking.client_for(uri)
-    data_dir = _check_data(a.data_dir)
-    sweep_dir = root / f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    while sweep_dir.exists():
-        sweep_dir = Path(f"{sweep_dir}-1")
-    storage = a.storage_path or str((sweep_dir / "ray").resolve())
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
     state = SweepState(
         space=space.name, dry_run=a.dry_run, seeds=a.seeds, sets=sets, cells=a.cells,
         samples=samples_for(space, a), max_concurrent=a.max_concurrent,
@@ -144,13 +150,23 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     sweep_dir.mkdir(parents=True)
     exp_id = tracking.experiment_id(client, state.experiment, root / "mlartifacts"
                                     if uri.startswith("sqlite") else None)
+    note = (f"Sweep of space `{space.name}` ({space.description}); the ablation table appears "
+            "here when it finishes.")
     state.parent_run_id = tracking.start_parent(
-        client, exp_id, sweep_dir.name, {"space": space.name, "sweep_dir": state.sweep_dir,
-                                         "dry_run": str(a.dry_run), "git_commit": tracking.git_commit()})
-    state.save()
-    print(f"sweep {sweep_dir}  (MLflow parent run {state.parent_run_id}, experiment "
-          f"{state.experiment!r})", flush=True)
-    return runner.run(state, client, exp_id, stop_ray=owns_ray)
+        client, exp_id, sweep_dir.name + ("-dry-run" if a.dry_run else ""),
+        {"space": space.name, "sweep_dir": state.sweep_dir, "dry_run": str(a.dry_run),
+         "git_commit": tracking.git_commit()},
+        params={"space": space.name, "seeds": a.seeds, "dry_run": a.dry_run,
+                "cells": ",".join(a.cells) if a.cells else "all",
+                "overrides": ", ".join(f"{k}={v}" for k, v in sets.items()) or "none",
+                "samples_per_cell": state.samples, "max_concurrent": a.max_concurrent},
+        note=f"{tracking.DRY_RUN_NOTE}\n\n{note}" if a.dry_run else note)
+    tracking.share_view(client, exp_id, state.parent_run_id)
+    with DriverLock(sweep_dir):
+        state.save()
+        print(f"sweep {sweep_dir}  (MLflow parent run {state.parent_run_id}, experiment "
+              f"{state.experiment!r})", flush=True)
+        return runner.run(state, client, exp_id, stop_ray=owns_ray)
 
 
 def resume(a: argparse.Namespace) -> int:
@@ -164,10 +180,11 @@ def resume(a: argparse.Namespace) -> int:
     if exp is None:
         raise UsageError(f"--resume {a.resume}: experiment {state.experiment!r} is not in "
                          f"{state.tracking_uri}; pass the --tracking-uri the sweep used")
-    state.save()  # trial logging reads the tracking URI from here
-    owns_ray = preflight.connect_ray(state)
-    print(f"resuming sweep {state.sweep_dir}", flush=True)
-    return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)
+    with DriverLock(state.sweep_dir):
+        state.save()  # trial logging reads the tracking URI from here
+        owns_ray = preflight.connect_ray(state)
+        print(f"resuming sweep {state.sweep_dir}", flush=True)
+        return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)
 
 
 def _open_store(uri: str):

@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # mlflow takes seconds to import: the sweep imports it while 
     from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # what the MLflow UI shows as a run's description
+DRY_RUN_NOTE = ("DRY RUN: a plumbing check at a tiny budget; its numbers say the code runs, "
+                "not how well anything learns.")
 
 
 def default_uri(root: Path) -> str:
@@ -72,9 +75,68 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str]) -> str:
-    run = client.create_run(exp_id, run_name=name, tags=tags)
+def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str],
+                 params: dict[str, object] | None = None, note: str = "") -> str:
+    """The sweep's run: its settings as params, ``note`` as its description until the table."""
+    from mlflow.entities import Param
+
+    run = client.create_run(exp_id, run_name=name, tags={**tags, **({NOTE: note} if note else {})})
+    if params:
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run.info.run_id
+
+
+def child_note(cell: str, seed: int, design: str, stage: str, dry_run: bool) -> str:
+    """A child run's description: what it is, in words."""
+    what = "Optuna search trial" if stage == "search" else "replicate"
+    text = f"{what} of cell `{cell}`, seed {seed}" + (f", design: {design}" if design else "")
+    return f"{DRY_RUN_NOTE}\n\n{text}" if dry_run else text
+
+
+def table_note(table: str, dry_run: bool) -> str:
+    """The parent run's description once the sweep is done: its ablation table (markdown)."""
+    text = f"{DRY_RUN_NOTE}\n\n{table}" if dry_run else table
+    limit = 7900  # MLflow keeps tag values up to 8,000 characters
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "\n\n(cut: the whole table is the ablation.md artifact)"
+
+
+VIEW_COLUMNS = ["attributes.`Run Name`", *(f"metrics.`test_{m}`" for m in (
+    "acc", "acc_fg", "acc_zero", "epe")), *(f"params.`{p}`" for p in (
+    "supervision", "frames", "motion_range", "attention", "steps", "seed"))]
+
+
+def share_view(client: MlflowClient, exp_id: str, parent: str) -> str:
+    """Save the sweep's view of the runs table as an MLflow shared view; return its key.
+
+    The view shows this sweep's trials grouped by cell (each group's row: the mean over its
+    seeds), the test metrics and the cell-defining params as columns, and every run (the UI
+    hides all but 10 by default). MLflow's UI reads it from the experiment tag
+    ``mlflow.sharedViewState.<key>`` when the link carries ``viewStateShareKey=<key>``."""
+    import json
+
+    state = {"selectedColumns": VIEW_COLUMNS, "runsHiddenMode": "SHOW_ALL",
+             "searchFilter": f"tags.`{PARENT_TAG}` = '{parent}'",
+             "groupBy": {"aggregateFunction": "average",
+                         "groupByKeys": [{"mode": "tag", "groupByData": "cell"}]}}
+    client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{parent}", json.dumps(state))
+    return parent
+
+
+def ui_hint(uri: str, exp_id: str, view: str = "", port: int = 5000) -> str:
+    """How to look at a sweep: the command that serves the store (when it is a local file) and
+    the address of the experiment's runs in MLflow's model-training view (``view``: a key of
+    ``share_view``)."""
+    import sys
+
+    view = (f"#/experiments/{exp_id}/runs?workflowType=machine_learning"
+            + (f"&viewStateShareKey={view}" if view else ""))
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri.rstrip('/')}/{view}"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return (f"{mlflow} ui --backend-store-uri {uri} --workers 1 --port {port}\n"
+            f"  then open http://127.0.0.1:{port}/{view}")
 
 
 def find_child(client: MlflowClient, exp_id: str, parent: str, tags: dict[str, str]):
@@ -120,7 +182,7 @@ def finish(client: MlflowClient, run_id: str, status: str, tags: dict[str, str] 
     if tags:
         from mlflow.entities import RunTag
 
-        client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
     client.set_terminated(run_id, status=status)
 
 

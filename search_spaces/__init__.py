@@ -7,12 +7,13 @@ over the same seed list in every cell, so cells compare pairwise. ``space.py`` d
 
 from __future__ import annotations
 
-from search_spaces import ablation, hpo, seed_table
+from search_spaces import ablation, demo, hpo, seed_table
 from search_spaces.space import Cell, Space
 
 __all__ = ["Cell", "Space", "load", "names"]
 
-REGISTRY = {"seed_table": seed_table.space, "ablation": ablation.space, "hpo": hpo.space}
+REGISTRY = {"seed_table": seed_table.space, "ablation": ablation.space, "hpo": hpo.space,
+            "demo": demo.space}
 
 
 def names() -> tuple[str, ...]:

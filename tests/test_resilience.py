@@ -69,7 +69,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
     deadline = time.monotonic() + 600
     for line in proc.stdout:  # SIGKILL the driver (and its Ray) once two trials have finished
         lines.append(line)
-        finished += bool(re.match(r"\[\d+/6\] replicate", line))
+        finished += bool(re.match(r"\[\d+/6\] (dry-run )?replicate", line))
         if finished == 2 or time.monotonic() > deadline:
             break
     assert finished == 2, "".join(lines)[-3000:]
@@ -105,8 +105,8 @@ def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path)
     out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                        "--max-failures", "1", "--out", "out", *_sets(),
                        env={"MOTIONCORE_FAULT": "loss=l2:raise,noise=0.0:nan"}))
-    assert re.search(r"\] replicate loss=l2 seed 0: FAILED: .*injected fault", out), out[-3000:]
-    assert re.search(r"\] replicate noise=0.0 seed 0: FAILED: .*nan", out, re.I), out[-3000:]
+    assert re.search(r"\] (dry-run )?replicate loss=l2 seed 0: FAILED: .*injected fault", out), out[-3000:]
+    assert re.search(r"\] (dry-run )?replicate noise=0.0 seed 0: FAILED: .*nan", out, re.I), out[-3000:]
     uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
     parents, children = _runs(uri, "ablation")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -116,7 +116,7 @@ def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path)
     for cell, reason in (("loss=l2", "injected fault"), ("noise=0.0", "nan")):
         run = by_cell[cell]
         assert run.info.status == "FAILED"
-        assert run.data.tags["status"] == "failed"
+        assert "status" not in run.data.tags  # the run's own status says it
         assert reason in run.data.tags["failure_reason"].lower()
     (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.name.startswith("ablation-")]
     rows = {r["cell"]: r for r in pq.read_table(sweep_dir / "results.parquet").to_pylist()}
@@ -149,7 +149,7 @@ def test_dry_run_on_a_two_node_cluster_packs_gpus_and_logs_to_a_server(two_nodes
                        "--address", two_nodes.address, "--gpus-per-trial", "0.5",
                        "--max-concurrent", "3", "--tracking-uri", mlflow_server, "--experiment",
                        "two-nodes", "--out", "out", *_sets(), env={"RAY_ADDRESS": ""}))
-    assert f"browse them: open {mlflow_server}" in out
+    assert f"browse them in MLflow: open {mlflow_server}/#/experiments/" in out
     parents, children = _runs(mlflow_server, "two-nodes")
     assert len(parents) == 1 and len(children) == len(cells)
     assert {r.info.status for r in children} == {"FINISHED"}

@@ -9,9 +9,9 @@ import pytest
 from motioncore.config import FIELDS, RunConfig
 from motioncore.metrics import NAMES
 from orchestrator.plan import DRY_RUN, cell_config, trials
-from search_spaces import Space, ablation, hpo, load, names, seed_table
+from search_spaces import Space, ablation, demo, hpo, load, names, seed_table
 
-MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo}
+MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo, "demo": demo}
 
 
 def configs(space: Space, dry_run: bool = False) -> dict[str, RunConfig]:
@@ -68,7 +68,7 @@ def test_cells_are_unique_named_and_the_baseline_is_one_of_them(name):
 def test_module_docstring_shows_its_launch_command(name):
     doc = MODULES[name].__doc__
     assert f"python -m orchestrator.sweep --space {name}" in doc
-    assert load(name).description == doc.splitlines()[0]
+    assert load(name).description.startswith(doc.splitlines()[0].rstrip("."))  # may add details
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -209,3 +209,16 @@ def test_hpo_search_bounds_are_well_formed_and_every_value_builds_a_config():
             for dry_run in (False, True):
                 cfg = cell_config(space, cell, dry_run=dry_run, sets={key: value})
                 assert getattr(cfg, key) == value
+
+
+def test_the_demo_runs_research_table_recipes_and_says_its_budget_is_not_theirs():
+    table = {c.id: c for c in seed_table.space().cells}
+    space = load("demo")
+    assert "DEMO BUDGET" in space.description
+    for cell in space.cells:
+        real = table[cell.id]
+        assert cell.published == real.published and cell.design == real.design
+        cut = {k: v for k, v in cell.overrides.items() if k not in ("steps", *demo.EVAL)}
+        assert cut == {k: v for k, v in real.overrides.items() if k != "steps"}  # same recipe
+        assert cell.overrides["steps"] < real.overrides["steps"]
+        assert str(cell.overrides["steps"]) in space.description

@@ -30,10 +30,10 @@ from search_spaces import Space, load
 SETS = ("steps=4", "eval_every=2", "val_size=16", "test_size=32")
 VAL_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "recon_l1")
 TEST_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy")
-TABLES = {"results.parquet", "ablation.md", "ablation.tex", "ablation.png"}
+TABLES = {"results.parquet", "paired.parquet", "ablation.md", "ablation.tex", "ablation.png"}
 TRIAL_FILES = {"config.json", "panel.png", "classes.png", "checkpoint.pt"}
 PARENT_TAG = "mlflow.parentRunId"
-PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] (search|replicate) (\S+) seed (\d+): (.*)$")
+PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] dry-run (search|replicate) (\S+) seed (\d+): (.*)$")
 # Nothing from the developer's shell may redirect a test's sweep: its store, storage, a fault
 # drill, or a Ray cluster someone started with `ray start` on this machine.
 ISOLATED = {"MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "MOTIONCORE_FAULT": "",
@@ -234,7 +234,10 @@ def test_one_experiment_named_after_the_space_with_one_finished_parent(sweep):
         assert names - {"Default"} == {sweep.space.name}
     p = sweep.parent
     assert p.info.status == "FINISHED"
-    assert p.info.run_name == sweep.sweep_dir.name
+    assert p.info.run_name == sweep.sweep_dir.name + "-dry-run"
+    assert p.data.tags["mlflow.note.content"].startswith("DRY RUN")  # its description: the table
+    assert "| cell |" in p.data.tags["mlflow.note.content"]
+    assert p.data.params["space"] == sweep.space.name and p.data.params["dry_run"] == "True"
     assert p.data.tags["space"] == sweep.space.name
     assert TABLES <= {a.path for a in sweep.client.list_artifacts(p.info.run_id)}
 
@@ -256,6 +259,9 @@ def test_child_tags_name_cell_space_config_and_commit(sweep):
         assert tags["cell"] in {c.id for c in sweep.space.cells}
         assert tags["config_hash"] == from_dict(_parsed(run.data.params)).hash()
         assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]), tags["git_commit"]
+        note = tags["mlflow.note.content"]  # its description in the MLflow UI
+        assert note.startswith("DRY RUN") and f"cell `{tags['cell']}`, seed {tags['seed']}" in note
+        assert "None" not in tags.values() and "status" not in tags  # the run's status says it
 
 
 def test_replicate_params_are_every_config_field_of_the_cell(sweep):
@@ -353,13 +359,19 @@ def test_stdout_counts_every_finished_trial_and_ends_with_how_to_browse(sweep):
     assert [(int(k), int(total)) for k, total, *_ in replicate] == [(k, n) for k in range(1, n + 1)]
     assert sorted(p[3] for p in replicate) == sorted(c.id for c in sweep.space.cells)
     assert all(p[5].startswith("finished") for p in replicate)
+    assert all(re.search(r"\| \S+ elapsed, ~\S+ left$", p[5]) for p in replicate[1:-1])  # an ETA
+    assert "Configuration for experiment" not in sweep.stdout  # Tune's own box is gone
     search = [p for p in progress if p[2] == "search"]
     samples = DRY_RUN_SAMPLES if sweep.space.search else 0
     assert [(int(k), int(t)) for k, t, *_ in search] == [(k, samples) for k in range(1, samples + 1)]
+    view = re.compile(r"/#/experiments/\d+/runs\?workflowType=machine_learning"
+                      rf"&viewStateShareKey={sweep.parent.info.run_id}$")
     if sweep.uri.startswith("http"):
-        assert f"open {sweep.uri}" in lines[-1]
+        assert lines[-1].startswith(f"browse them in MLflow: open {sweep.uri.rstrip('/')}/#/")
     else:
-        assert f"mlflow ui --backend-store-uri {sweep.uri}" in lines[-1]
+        assert f"bin/mlflow ui --backend-store-uri {sweep.uri} --workers 1" in lines[-2]
+        assert lines[-1].strip().startswith("then open http://127.0.0.1:5000/")
+    assert view.search(lines[-1]), lines[-1]
 
 
 def test_default_store_is_sqlite_beside_the_sweeps(ablation_sweep):
