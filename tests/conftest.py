@@ -80,7 +80,7 @@ def one_line_error() -> Callable[[str], str]:
     return check
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -99,32 +99,38 @@ def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
             proc.wait()
 
 
+@contextlib.contextmanager
+def mlflow_process(args: list[str], cwd: Path, port: int) -> Iterator[str]:
+    """Run an MLflow server command (``args`` without ``--port``) until its /health answers;
+    yield its URL; stop it and everything it spawned at the end."""
+    url = f"http://127.0.0.1:{port}"
+    log_path = cwd / f"mlflow-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([*args, "--port", str(port)], cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{' '.join(args)} did not answer /health:\n"
+                                + log_path.read_text()[-3000:])
+                time.sleep(0.5)
+            yield url
+        finally:
+            stop_group(proc)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 (sqlite store, local artifact root); yields its URL."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "w")  # closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/srv.db",
-         "--default-artifact-root", str(root / "art"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("mlflow server did not answer /health:\n"
-                            + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    args = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/srv.db",
+            "--default-artifact-root", str(root / "art"), "--host", "127.0.0.1", "--workers", "1"]
+    with mlflow_process(args, root, free_port()) as url:
         yield url
-    finally:
-        stop_group(proc)
-        log.close()

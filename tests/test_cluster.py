@@ -135,3 +135,14 @@ def test_gpu_workers_start_mps_before_ray(cluster):
     commands = cluster["worker_start_ray_commands"]
     mps = next(i for i, c in enumerate(commands) if "nvidia-cuda-mps-control -d" in c)
     assert mps < next(i for i, c in enumerate(commands) if "ray start" in c)
+
+
+def test_the_clusters_mlflow_server_keeps_runs_in_a_database_ray_down_leaves(cluster):
+    """Named once (setup_commands), a PostgreSQL URI; no sqlite file on the head's disk."""
+    setup = " ".join(cluster["setup_commands"])
+    named = re.findall(r"export MOTIONCORE_MLFLOW_DB=(\S+)'", setup)
+    assert len(named) == 1 and named[0].startswith("postgresql+psycopg2://")
+    head = " ".join(cluster["head_start_ray_commands"])
+    assert "--backend-store-uri $MOTIONCORE_MLFLOW_DB" in head
+    assert "sqlite" not in (ROOT / "cluster.yaml").read_text()
+    assert "psycopg2-binary" in setup  # MLflow's PostgreSQL driver

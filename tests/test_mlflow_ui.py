@@ -11,26 +11,17 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import stop_group
+from conftest import free_port, mlflow_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium in headless mode")
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("steps=4", "eval_every=2", "val_size=16", "test_size=32", "width=4", "depth=1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,29 +39,11 @@ def ui(tmp_path_factory):
     command = re.search(r"browse them in MLflow: (.*) --port 5000\n", out).group(1)
     link = re.search(r"then open (http://127\.0\.0\.1:5000/\S+)", out).group(1)
     parent = re.search(r"MLflow parent run (\w+)", out).group(1)
-    port = _free_port()
-    log = open(root / "ui.log", "w")
     elsewhere = tmp_path_factory.mktemp("elsewhere")  # the printed command works from anywhere
-    proc = subprocess.Popen([*shlex.split(command), "--port", str(port)], cwd=elsewhere, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (root / "ui.log").read_text()
-            time.sleep(0.5)
+    with mlflow_process(shlex.split(command), elsewhere, free_port()) as base:
         runs = link.replace("http://127.0.0.1:5000", base)
         exp = re.search(r"experiments/(\d+)/", runs).group(1)
         yield runs, f"{base}/#/experiments/{exp}/runs/{parent}?workflowType=machine_learning", out
-    finally:
-        stop_group(proc)
-        log.close()
 
 
 def render(url: str, tmp: Path, name: str) -> str:
