@@ -12,17 +12,18 @@ from functools import cache
 
 import torch
 
+CPU_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's own
+
 
 def bf16_matrix_units(device: torch.device) -> bool:
-    """Whether ``device`` has bf16 matrix units: Intel AMX on a CPU, bf16 support on a GPU.
-
-    A CPU with only AVX-512 bf16 instructions (no AMX) runs bf16 convolutions no faster than
-    fp32, so ``auto`` keeps fp32 there. ``torch.cpu._is_amx_tile_supported`` is torch's own
-    probe (private; tests/test_precision.py fails if it goes away)."""
+    """Whether ``device`` multiplies bf16 in hardware: a GPU with bf16 support, or a CPU with
+    Intel AMX or AVX-512 BF16 instructions (bf16 made training steps 1.5-2.1x faster on both;
+    benchmarks/README.md). Without them bf16 is emulated and slower than fp32. The CPU probes
+    are torch's own (private; tests/test_precision.py fails if they go away)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in CPU_PROBES)
     return False
 
 

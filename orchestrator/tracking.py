@@ -56,7 +56,56 @@ def client_for(uri: str) -> MlflowClient:
         reason = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
             from None
-    return client
+    return PatientClient(client, uri) if uri.startswith(("http://", "https://")) else client
+
+
+WAIT_ENV = "MOTIONCORE_TRACKING_WAIT_S"  # how long a sweep waits for a tracking server that went away
+UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establish a new connection",
+               "Read timed out", "RemoteDisconnected", "Connection aborted", "status code 502",
+               "status code 503", "status code 504")
+
+
+class PatientClient:
+    """An ``MlflowClient`` for a tracking server that waits out the server's absence.
+
+    A call that cannot reach the server (connection refused or cut, a gateway error) is tried
+    again every few seconds for up to ``$MOTIONCORE_TRACKING_WAIT_S`` (default 15 minutes),
+    saying once that it waits, so a server restarted mid-sweep costs the sweep nothing. A
+    refused request never reached the server, so trying it again records nothing twice.
+    """
+
+    def __init__(self, client: MlflowClient, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        import time
+
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def patient(*args, **kwargs):
+            since, limit = None, float(os.environ.get(WAIT_ENV, 900))
+            while True:
+                try:
+                    result = method(*args, **kwargs)
+                except Exception as e:
+                    if not any(m in str(e) for m in UNREACHABLE):
+                        raise
+                    if since is None:
+                        since = time.monotonic()
+                        print(f"MLflow server {self._uri} does not answer; waiting for it (up to "
+                              f"{limit:.0f} s)...", flush=True)
+                    elif time.monotonic() - since >= limit:
+                        raise
+                    time.sleep(2.0)
+                    continue
+                if since is not None:
+                    print(f"MLflow server {self._uri} is back after {time.monotonic() - since:.0f} s",
+                          flush=True)
+                return result
+
+        return patient
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:

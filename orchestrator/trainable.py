@@ -5,6 +5,7 @@ It knows Ray (reports and checkpoints) but not MLflow: the driver logs what it r
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -39,10 +40,11 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 def inject_fault(cell: str, trainer) -> None:
-    """Fault injection for failure drills: ``MOTIONCORE_FAULT=CELL:raise`` or ``CELL:nan``.
+    """Fault injection for failure drills: ``MOTIONCORE_FAULT=CELL:KIND,...``.
 
     ``raise`` makes the trial raise; ``nan`` poisons one weight so the real training loop
-    meets a NaN loss. Unset (always, outside drills and tests), this does nothing.
+    meets a NaN loss; ``nospace`` makes every checkpoint write fail as on a full disk. Unset
+    (always, outside drills and tests), this does nothing.
     """
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, spec.split(",")):
@@ -56,6 +58,11 @@ def inject_fault(cell: str, trainer) -> None:
 
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("nan"))
+        if kind == "nospace":
+            def full_disk(path):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            trainer.save = full_disk
 
 
 def run_trial(params: dict[str, Any]) -> None:

@@ -14,15 +14,16 @@ from motioncore.train import Trainer, fit
 CPU = torch.device("cpu")
 
 
-def test_torch_still_has_the_amx_probe_auto_relies_on():
-    # precision.bf16_matrix_units calls this private torch function; if torch drops or renames
-    # it, ``auto`` would silently stay fp32 on machines with AMX.
-    assert callable(torch.cpu._is_amx_tile_supported)
-    assert isinstance(torch.cpu._is_amx_tile_supported(), bool)
+def test_torch_still_has_the_cpu_probes_auto_relies_on():
+    # precision.bf16_matrix_units calls these private torch functions; if torch drops or
+    # renames one, ``auto`` would silently stay fp32 on machines that have the units.
+    for name in precision.CPU_PROBES:
+        assert isinstance(getattr(torch.cpu, name)(), bool), name
 
 
 def test_auto_takes_bf16_only_where_there_are_bf16_matrix_units(capsys):
-    want = "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
+    fast = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    want = "bf16" if fast else "fp32"
     assert precision.resolve("auto", CPU) == want
     assert precision.resolve("fp32", CPU) == "fp32" and precision.resolve("bf16", CPU) == "bf16"
     precision.resolve("auto", CPU)

@@ -101,19 +101,20 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
 
 
 def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path):
-    cells = ["baseline", "loss=l2", "noise=0.0"]
+    cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
     out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                        "--max-failures", "1", "--out", "out", *_sets(),
-                       env={"MOTIONCORE_FAULT": "loss=l2:raise,noise=0.0:nan"}))
+                       env={"MOTIONCORE_FAULT": "loss=l2:raise,noise=0.0:nan,disappear=True:nospace"}))
     assert re.search(r"\] (dry-run )?replicate loss=l2 seed 0: FAILED: .*injected fault", out), out[-3000:]
     assert re.search(r"\] (dry-run )?replicate noise=0.0 seed 0: FAILED: .*nan", out, re.I), out[-3000:]
     uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
     parents, children = _runs(uri, "ablation")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_cell = {r.data.tags["cell"]: r for r in children}
-    assert len(children) == 3, "a retried trial must reattach to its run, not add one"
+    assert len(children) == 4, "a retried trial must reattach to its run, not add one"
     assert by_cell["baseline"].info.status == "FINISHED"
-    for cell, reason in (("loss=l2", "injected fault"), ("noise=0.0", "nan")):
+    for cell, reason in (("loss=l2", "injected fault"), ("noise=0.0", "nan"),
+                         ("disappear=True", "no space left on device")):
         run = by_cell[cell]
         assert run.info.status == "FAILED"
         assert "status" not in run.data.tags  # the run's own status says it
@@ -122,6 +123,7 @@ def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path)
     rows = {r["cell"]: r for r in pq.read_table(sweep_dir / "results.parquet").to_pylist()}
     assert rows["baseline"]["status"] == "finished"
     assert rows["loss=l2"]["status"] == rows["noise=0.0"]["status"] == "failed"
+    assert rows["disappear=True"]["status"] == "failed"  # its checkpoint could not be written
     assert "injected fault" in rows["loss=l2"]["failure_reason"]
     table = (sweep_dir / "ablation.md").read_text()
     assert "0 (1 failed)" in table
