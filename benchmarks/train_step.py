@@ -3,7 +3,8 @@
     python benchmarks/train_step.py [--steps 20] [--threads 2] [--no-compile] [--variants eager,bf16]
 
 Supervised and unsupervised T=5 (r=3, segmentation attention), batch 64 and 256, eager and
-torch.compile; on a GPU also bf16 autocast and channels_last. Prints one JSON object last.
+torch.compile; where the hardware multiplies bf16, also bf16 autocast and channels_last.
+Prints one JSON object last.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 import torch
 
+from motioncore import precision
 from motioncore.config import RunConfig
 from motioncore.losses import objective
 from motioncore.train import Trainer
@@ -59,7 +61,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--variants", help="comma-separated subset of eager, compile, bf16, "
-                   "bf16+channels_last (the last two on CUDA only)")
+                   "bf16+channels_last (the last two where bf16 is multiplied in hardware)")
     p.add_argument("--data-dir")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -67,7 +69,7 @@ def main() -> None:
     out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "threads": a.threads, "torch": torch.__version__, "runs": []}
     variants = [("eager", {})] + ([] if a.no_compile else [("compile", {"compile_": True})])
-    if device.type == "cuda":
+    if precision.bf16_matrix_units(device):  # a GPU, or a CPU with AMX or AVX-512 BF16
         variants += [("bf16", {"bf16": True}), ("bf16+channels_last",
                                                 {"bf16": True, "channels_last": True})]
     if a.variants:

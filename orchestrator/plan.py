@@ -16,8 +16,11 @@ DRY_RUN_SAMPLES = 2  # Optuna trials per cell in a dry run
 # Rough cost of a training step on one CPU thread (batch 64, width 16), seconds; wider models
 # cost 0.75 + 0.25 (width/16)^2 as much, since fixed per-layer costs dominate small ones
 # (measured figures: benchmarks/README.md).
-STEP_SECONDS = {(3, "supervised"): 0.2, (3, "unsupervised"): 0.3, (5, "unsupervised"): 0.7,
+STEP_SECONDS = {(3, "supervised"): 0.12, (3, "unsupervised"): 0.3, (5, "unsupervised"): 0.7,
                 (5, "supervised"): 0.5}
+
+BF16_STEP = 0.6  # a bf16 step against an fp32 one, on hardware that multiplies bf16 (0.47-0.65
+#   measured; benchmarks/README.md)
 
 
 @dataclass(frozen=True)
@@ -78,27 +81,36 @@ def trials(space: Space, *, seeds: int, dry_run: bool, sets: dict[str, Any],
             for cell in select_cells(space, cells) for s in range(n)]
 
 
-def estimate_seconds(config: RunConfig) -> float:
-    """A rough single-thread CPU cost of one run, for ``--plan``."""
+def estimate_seconds(config: RunConfig, bf16_here: bool = False) -> float:
+    """A rough single-thread CPU cost of one run, for ``--plan``. ``bf16_here``: ``auto``
+    precision runs in bf16 (this CPU multiplies bf16 in hardware)."""
     per_step = STEP_SECONDS[(config.frames, config.supervision)]
     per_step *= ((config.batch_size / 64) * (0.75 + 0.25 * (config.width / 16) ** 2)
                  * (1 + 0.1 * config.motion_range))
     evals = config.steps // config.eval_every + 1
+    if config.precision == "bf16" or (config.precision == "auto" and bf16_here):
+        per_step *= BF16_STEP
     return config.steps * per_step + evals * config.val_size * 0.002 + config.test_size * 0.002
 
 
 def describe(space: Space, specs: list[TrialSpec], *, samples: int, max_concurrent: int) -> str:
-    """The ``--plan`` text: cells, trial counts and a compute estimate."""
+    """The ``--plan`` text: cells, trial counts and a compute estimate (for this machine's CPU)."""
+    import torch
+
+    from motioncore import precision
+
+    here = precision.bf16_matrix_units(torch.device("cpu"))
     lines = [f"space {space.name}: {space.description}", f"{len({s.cell.id for s in specs})} cells, "
              f"{len(specs)} trials" + (f" + {samples} Optuna trials per cell" if samples else "")]
     total = 0.0
     for cell in {s.cell.id: s.cell for s in specs}.values():
         cs = [s for s in specs if s.cell.id == cell.id]
-        secs = sum(estimate_seconds(s.config) for s in cs)
-        secs += samples * estimate_seconds(cs[0].config) if samples else 0
+        secs = sum(estimate_seconds(s.config, here) for s in cs)
+        secs += samples * estimate_seconds(cs[0].config, here) if samples else 0
         total += secs
         changed = ", ".join(f"{k}={v}" for k, v in cell.overrides.items())
         lines.append(f"  {cell.id:<28} seeds {len(cs)}  ~{secs / 60:6.1f} CPU-min  {changed}")
-    lines.append(f"estimated compute: {total / 3600:.2f} CPU-hours (one thread per trial); "
+    lines.append(f"estimated compute: {total / 3600:.2f} CPU-hours (one thread per trial, "
+                 f"{'bf16' if here else 'fp32'} where precision is auto); "
                  f"~{total / 3600 / max(max_concurrent, 1):.2f} h wall at {max_concurrent} concurrent")
     return "\n".join(lines)
