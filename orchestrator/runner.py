@@ -65,6 +65,9 @@ def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.R
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Our own line per trial says what Tune's configuration box and status tables would.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C stops the driver as a kill would (the sweep resumes from Tune's last snapshot);
+    # Tune's own handler would return early as if the stage had finished.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     # Each report's checkpoint forces a snapshot of the experiment (num_to_keep below), by
     # design; Tune would warn about it after every few-second trial on a GPU.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -182,6 +182,7 @@ def resume(a: argparse.Namespace) -> int:
                          f"{state.tracking_uri}; pass the --tracking-uri the sweep used")
     with DriverLock(state.sweep_dir):
         state.save()  # trial logging reads the tracking URI from here
+        client.update_run(state.parent_run_id, status="RUNNING")  # it was KILLED or FAILED
         owns_ray = preflight.connect_ray(state)
         print(f"resuming sweep {state.sweep_dir}", flush=True)
         return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)

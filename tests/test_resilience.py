@@ -100,6 +100,39 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
             assert row[f"test_{name}"] == pytest.approx(test[name], abs=1e-9), (row["cell"], name)
 
 
+def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_path):
+    cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
+    longer = [a for s in ("steps=40", "eval_every=20") for a in ("--set", s)]
+    proc = _sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
+                  "--out", "out", *_sets(), *longer)
+    lines = []
+    for line in proc.stdout:  # Ctrl-C once the first trial has finished
+        lines.append(line)
+        if line.startswith("[1/4]"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + _finish(proc)
+    assert proc.returncode == 130, out[-3000:]
+    uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
+    (parent,), _ = _runs(uri, "ablation")
+    assert parent.info.status == "KILLED"  # not FINISHED with a partial table
+    assert "--resume" in parent.data.tags["failure_reason"]
+    (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.name.startswith("ablation-")]
+    assert not (sweep_dir / "ablation.md").exists()
+    _wait(_sweep(tmp_path, "--resume", str(sweep_dir)))
+    (parent,), children = _runs(uri, "ablation")
+    assert parent.info.status == "FINISHED" and len(children) == len(cells)
+    assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        pytest.fail("the interrupted sweep did not stop")
+
+
 def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path):
     cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
     out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
