@@ -143,7 +143,10 @@ def child_note(cell: str, seed: int, design: str, stage: str, dry_run: bool) -> 
 
 
 def table_note(table: str, dry_run: bool) -> str:
-    """The parent run's description once the sweep is done: its ablation table (markdown)."""
+    """The parent run's description once the sweep is done: its ablation table (markdown), its
+    title in bold rather than as a heading (the UI draws a heading too large for the panel)."""
+    head, _, rest = table.partition("\n")
+    table = f"**{head.removeprefix('# ')}**\n{rest}" if head.startswith("# ") else table
     text = f"{DRY_RUN_NOTE}\n\n{table}" if dry_run else table
     limit = 7900  # MLflow keeps tag values up to 8,000 characters
     if len(text) <= limit:

@@ -237,6 +237,7 @@ def test_one_experiment_named_after_the_space_with_one_finished_parent(sweep):
     assert p.info.run_name == sweep.sweep_dir.name + "-dry-run"
     assert p.data.tags["mlflow.note.content"].startswith("DRY RUN")  # its description: the table
     assert "| cell |" in p.data.tags["mlflow.note.content"]
+    assert not any(ln.startswith("# ") for ln in p.data.tags["mlflow.note.content"].splitlines())
     assert p.data.params["space"] == sweep.space.name and p.data.params["dry_run"] == "True"
     assert p.data.tags["space"] == sweep.space.name
     assert TABLES <= {a.path for a in sweep.client.list_artifacts(p.info.run_id)}
