@@ -260,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         client, exp.experiment_id)
     rows = rows_from_mlflow(client, exp.experiment_id, parent)
     before = out / "results.parquet"
-    if before.exists() and not a.overwrite and pq.read_metadata(before).num_rows > len(rows):
-        raise UsageError(f"--out {out}: its results.parquet has {pq.read_metadata(before).num_rows} "
-                         f"rows and this sweep's table {len(rows)}; pass --overwrite to replace it")
+    had = pq.read_metadata(before).num_rows if before.exists() and not a.overwrite else 0
+    if had > len(rows):
+        raise UsageError(f"--out {out}: its results.parquet has {had} rows and this sweep's "
+                         f"table {len(rows)}; pass --overwrite to replace it")
     files = build(client, exp.experiment_id, parent, out, rows=rows)
     print((Path(a.out) / "ablation.md").read_text())
     print("wrote " + ", ".join(str(f) for f in files))
