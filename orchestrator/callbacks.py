@@ -29,7 +29,7 @@ class SweepCallback(Callback):
         self.dry_run = dry_run
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.started: dict[str, float] = {}
-        self.placed: set[str] = set()
+        self.placed: dict[str, str] = {}  # Tune trial id -> the Ray node it reported from
         self.done = 0
         self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
         self.first_start: float | None = None
@@ -72,8 +72,9 @@ class SweepCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_id(trial)
-        if trial.trial_id not in self.placed and "node_id" in result:
-            self.placed.add(trial.trial_id)
+        # Tagged on the first report and again when a retried trial reports from another node.
+        if "node_id" in result and self.placed.get(trial.trial_id) != result["node_id"]:
+            self.placed[trial.trial_id] = result["node_id"]
             self.client.set_tag(run_id, "ray_node_id", result["node_id"])
             self.client.set_tag(run_id, "gpu_ids", result.get("gpu_ids") or "none")
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))

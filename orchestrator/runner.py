@@ -1,4 +1,5 @@
-"""The sweep's stages on Ray Tune: an optional Optuna search per cell, then the seed replicates."""
+"""The sweep's stages on Ray Tune: an optional Optuna search in every cell at once, then the seed
+replicates."""
 
 from __future__ import annotations
 
@@ -91,49 +92,56 @@ def _fit(state, name: str, make_tuner, resuming: bool):
     return tuner.fit()
 
 
-def _search(state, space: Space, exp_id: str, cell_spec: plan.TrialSpec, commit: str,
-            resuming: bool) -> dict[str, Any]:
-    """Optuna + ASHA inside one cell; returns the best sampled values."""
+def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], commit: str,
+            resuming: bool) -> dict[str, dict[str, Any]]:
+    """Optuna + ASHA in every cell at once (see ``orchestrator.search``); returns each cell's
+    best sampled values, for the cells that had a successful trial."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    samples, cell = state.samples, cell_spec.cell
-    name = f"search-{cell.id}"
+    from orchestrator.search import CellSchedulers, CellSearches
+
+    samples, metric = state.samples, f"val_{space.metric}"
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db")
-    metric = f"val_{space.metric}"
-    searcher = OptunaSearch(metric=metric, mode="max", study_name=name, storage=storage,
-                            seed=cell_spec.config.seed)
-    # One report per evaluation plus the final one with the test metrics: ASHA's max_t must let
-    # every trial it does not stop reach that last report.
-    steps = max(1, math.ceil(cell_spec.config.steps / cell_spec.config.eval_every))
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
-                              max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
-    each = plan.estimate_seconds(cell_spec.config)
+    distributions = _search_space(space.search)
+    searchers, schedulers = {}, {}
+    for spec in firsts:
+        cell = spec.cell.id
+        searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
+                                       study_name=f"search-{cell}", storage=storage,
+                                       seed=spec.config.seed)
+        # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
+        # let every trial it does not stop reach that last report.
+        steps = max(1, math.ceil(spec.config.steps / spec.config.eval_every))
+        schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
+                                         mode="max", max_t=steps + 1,
+                                         grace_period=max(1, steps // 4), reduction_factor=2)
+    fixed = {s.cell.id: {k: v for k, v in _trial_params(state, s).items()
+                         if k not in ("data_dir", "threads")} for s in firsts}
+    estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in firsts}
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
-                             space=space.name, stage="search", total=samples, commit=commit,
-                             estimates={cell.id: each}, planned=samples * each,
-                             dry_run=state.dry_run)
-    params = {**_trial_params(state, cell_spec), **_search_space(space.search)}
+                             space=space.name, stage="search", total=samples * len(firsts),
+                             commit=commit, estimates=estimates,
+                             planned=samples * sum(estimates.values()), dry_run=state.dry_run)
+    constant = {k: v for k, v in _trial_params(state, firsts[0]).items()
+                if k in ("data_dir", "threads")}
 
     def make():
-        return tune.Tuner(_trainable(state), param_space=params, run_config=_run_config(
-            state, name, callback), tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=samples,
+        return tune.Tuner(_trainable(state), param_space=constant, run_config=_run_config(
+            state, "search", callback), tune_config=tune.TuneConfig(
+            search_alg=CellSearches(fixed, searchers, samples, metric),
+            scheduler=CellSchedulers(schedulers), num_samples=samples * len(firsts),
             max_concurrent_trials=state.max_concurrent, trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name, reuse_actors=True))
 
-    results = _fit(state, name, make, resuming)
-    scored = [r for r in results if r.error is None and r.metrics
-              and math.isfinite(r.metrics.get(metric, float("nan")))]
-    if not scored:
-        raise SearchFailed(f"the search in cell {cell.id!r} produced no successful trial "
-                           f"(see the failure_reason tags of its runs in MLflow)")
-    best = max(scored, key=lambda r: r.metrics[metric])
-    return {k: best.config[k] for k in space.search if k in FIELDS}
-
-
-class SearchFailed(RuntimeError):
-    """No Optuna trial of a cell finished: nothing to replicate."""
+    results = _fit(state, "search", make, resuming)
+    best: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, float("nan"))):
+            cell = flatten(r.config)["cell"]
+            if cell not in best or r.metrics[metric] > best[cell].metrics[metric]:
+                best[cell] = r
+    return {cell: {k: r.config[k] for k in space.search if k in FIELDS} for cell, r in best.items()}
 
 
 def _trial_name(trial) -> str:
@@ -170,18 +178,21 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
     commit = tracking.git_commit()
     if space.search:
         best = state.best
-        for cell in {s.cell.id: s.cell for s in specs}.values():
-            if cell.id not in best:
-                first = next(s for s in specs if s.cell.id == cell.id)
-                try:
-                    best[cell.id] = _search(state, space, exp_id, first, commit, resuming)
-                except SearchFailed as e:
-                    tracking.finish(client, state.parent_run_id, "FAILED",
-                                    {"failure_reason": str(e)})
-                    print(f"error: {e}", file=sys.stderr, flush=True)
-                    return 1
-                state.save()
-                print(f"best in {cell.id}: {best[cell.id]}", flush=True)
+        firsts = [next(s for s in specs if s.cell.id == c)
+                  for c in dict.fromkeys(s.cell.id for s in specs) if c not in best]
+        if firsts:
+            best.update(_search(state, space, exp_id, firsts, commit, resuming))
+            state.save()
+            for s in firsts:
+                if s.cell.id in best:
+                    print(f"best in {s.cell.id}: {best[s.cell.id]}", flush=True)
+            failed = [s.cell.id for s in firsts if s.cell.id not in best]
+            if failed:
+                reason = (f"the search in cell(s) {', '.join(failed)} produced no successful "
+                          f"trial (see the failure_reason tags of their runs in MLflow)")
+                tracking.finish(client, state.parent_run_id, "FAILED", {"failure_reason": reason})
+                print(f"error: {reason}", file=sys.stderr, flush=True)
+                return 1
         specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
     estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in specs}
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,

@@ -65,3 +65,50 @@ def test_a_sweep_waits_out_its_mlflow_server_and_loses_or_repeats_nothing(tmp_pa
     for cell, history in histories.items():  # every evaluation once: steps 10, 20, 30
         assert sorted(m.step for m in history) == [10, 20, 30], (cell, [m.step for m in history])
     assert all("test_acc_fg" in r.data.metrics for r in children)
+
+
+def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(tmp_path):
+    """A real two-node drill: the node running the only trial is removed (its processes killed)
+    while the trial trains (it asks for 2 CPUs, which only that node has); Tune retries the trial on a node added meanwhile, from the trial's last
+    checkpoint, and MLflow ends with one FINISHED child for the (cell, seed) with every
+    evaluation logged once."""
+    from ray.cluster_utils import Cluster
+
+    fast_health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                   "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "_system_config": fast_health})
+    doomed = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_ADDRESS": "",
+           "MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "MOTIONCORE_FAULT": ""}
+    sets = ("steps=240", "eval_every=40", "val_size=16", "test_size=32", "width=8", "depth=1")
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells",
+         "sup_T3_r1", "--seeds", "1", "--cpus-per-trial", "2", "--address", cluster.address, "--out", str(tmp_path / "out"),
+         *[a for s in sets for a in ("--set", s)]],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "out").glob("*/ray/replicate/*/checkpoint_00000[1-9]")):
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.stdout.read()[-3000:]
+            time.sleep(0.1)  # two evaluations are checkpointed: the trial is mid-way
+        survivor = cluster.add_node(num_cpus=2)
+        cluster.remove_node(doomed, allow_graceful=False)
+        out, _ = sweep.communicate(timeout=400)
+    finally:
+        stop_group(sweep)
+        cluster.shutdown()
+    assert sweep.returncode == 0, out[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seed_table").experiment_id
+    children = [r for r in client.search_runs([exp]) if "mlflow.parentRunId" in r.data.tags]
+    assert [(r.data.tags["cell"], r.data.tags["seed"], r.info.status) for r in children] == [
+        ("sup_T3_r1", "0", "FINISHED")]
+    (child,) = children
+    assert child.data.tags["ray_node_id"] == survivor.node_id  # it finished on the other node
+    # Continued, not restarted: a restart would log the first evaluations a second time.
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc_fg")]
+    assert sorted(steps) == [40, 80, 120, 160, 200, 240], steps
+    assert "test_acc_fg" in child.data.metrics

@@ -100,6 +100,43 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
             assert row[f"test_{name}"] == pytest.approx(test[name], abs=1e-9), (row["cell"], name)
 
 
+def test_a_sweep_killed_in_its_searches_resumes_each_cells_search(tmp_path):
+    """Both cells' searches are under way when the driver is SIGKILLed; the resumed sweep ends
+    every cell's search with its full sample count and replicates each cell's best."""
+    import optuna
+
+    from orchestrator.plan import DRY_RUN_SAMPLES
+
+    proc = _sweep(tmp_path, "--space", "hpo", "--dry-run", "--out", "out", *_sets())
+    lines = []
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:  # SIGKILL the driver (and its Ray) once one search trial is done
+        lines.append(line)
+        if re.match(r"\[1/\d+\] dry-run search", line) or time.monotonic() > deadline:
+            break
+    assert any(re.match(r"\[1/\d+\] dry-run search", ln) for ln in lines), "".join(lines)[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.name.startswith("hpo-")]
+
+    out = _wait(_sweep(tmp_path, "--resume", str(sweep_dir)))
+    assert "resuming sweep" in out
+    uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
+    (parent,), children = _runs(uri, "hpo")
+    assert parent.info.status == "FINISHED"
+    cells = [c.id for c in load("hpo").cells]
+    replicate = [r for r in children if r.data.tags["stage"] == "replicate"]
+    assert sorted(r.data.tags["cell"] for r in replicate) == sorted(cells)
+    for cell in cells:
+        study = optuna.load_study(study_name=f"search-{cell}",
+                                  storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+        told = [t for t in study.trials if t.state != optuna.trial.TrialState.RUNNING]
+        assert len(told) == DRY_RUN_SAMPLES, (cell, [t.state for t in study.trials])
+        finished = [r for r in children if r.data.tags["stage"] == "search"
+                    and r.data.tags["cell"] == cell and r.info.status == "FINISHED"]
+        assert len(finished) == DRY_RUN_SAMPLES, cell
+
+
 def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_path):
     cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
     longer = [a for s in ("steps=40", "eval_every=20") for a in ("--set", s)]

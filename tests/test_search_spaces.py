@@ -188,12 +188,13 @@ def test_ablation_covers_every_axis_of_the_research_question():
 def test_hpo_searches_lr_width_depth_batch_size_and_weight_decay():
     space = hpo.space()
     assert set(space.search) == {"lr", "width", "depth", "batch_size", "weight_decay"}
-    assert len(space.cells) == 1 and space.num_samples >= 1
+    assert [c.overrides for c in space.cells] == [{"motion_range": 3}, {"motion_range": 5}]
+    assert space.num_samples >= 1
 
 
 def test_hpo_search_bounds_are_well_formed_and_every_value_builds_a_config():
     space = hpo.space()
-    (cell,) = space.cells
+    cell = space.cells[0]
     for key, spec in space.search.items():
         kind, *args = spec
         if kind == "choice":

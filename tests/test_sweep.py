@@ -248,7 +248,7 @@ def test_one_child_run_per_trial_under_the_parent(sweep):
     replicate = sweep.stage("replicate")
     assert sorted(r.info.run_name for r in replicate) == sorted(f"{c.id}-s0" for c in sweep.space.cells)
     search = sweep.stage("search")
-    assert len(search) == (DRY_RUN_SAMPLES if sweep.space.search else 0)
+    assert len(search) == (DRY_RUN_SAMPLES * len(sweep.space.cells) if sweep.space.search else 0)
     assert len(sweep.children) == len(replicate) + len(search)
     assert all(r.info.status == "FINISHED" for r in replicate)
 
@@ -363,7 +363,7 @@ def test_stdout_counts_every_finished_trial_and_ends_with_how_to_browse(sweep):
     assert all(re.search(r"\| \S+ elapsed, ~\S+ left$", p[5]) for p in replicate[1:-1])  # an ETA
     assert "Configuration for experiment" not in sweep.stdout  # Tune's own box is gone
     search = [p for p in progress if p[2] == "search"]
-    samples = DRY_RUN_SAMPLES if sweep.space.search else 0
+    samples = DRY_RUN_SAMPLES * len(sweep.space.cells) if sweep.space.search else 0
     assert [(int(k), int(t)) for k, t, *_ in search] == [(k, samples) for k in range(1, samples + 1)]
     view = re.compile(r"/#/experiments/\d+/runs\?workflowType=machine_learning"
                       rf"&viewStateShareKey={sweep.parent.info.run_id}$")
@@ -389,23 +389,38 @@ def test_browse_hint_for_a_tracking_server_is_usable(hpo_sweep):
 
 # --- Optuna ----------------------------------------------------------------------------------
 
-def test_hpo_replicates_the_best_optuna_trial(hpo_sweep):
+def test_hpo_replicates_each_cells_best_optuna_trial(hpo_sweep):
     assert (hpo_sweep.sweep_dir / "optuna.db").is_file()
-    study = optuna.load_study(study_name="search-tuned",
-                              storage=f"sqlite:///{hpo_sweep.sweep_dir / 'optuna.db'}")
-    done = [t for t in study.trials if t.value is not None]
-    assert len(study.trials) == DRY_RUN_SAMPLES and done
-    best_value = max(t.value for t in done)
-    (replicate,) = hpo_sweep.stage("replicate")
-    chosen = {k: parse_value(k, replicate.data.params[k]) for k in hpo_sweep.space.search}
-    assert any(t.value == best_value and t.params == pytest.approx(chosen) for t in done), (
-        chosen, [(t.value, t.params) for t in done])
+    replicates = {r.data.tags["cell"]: r for r in hpo_sweep.stage("replicate")}
+    assert set(replicates) == {c.id for c in hpo_sweep.space.cells}
+    for cell in hpo_sweep.space.cells:  # each cell has its own study, and replicates its best
+        study = optuna.load_study(study_name=f"search-{cell.id}",
+                                  storage=f"sqlite:///{hpo_sweep.sweep_dir / 'optuna.db'}")
+        done = [t for t in study.trials if t.value is not None]
+        assert len(study.trials) == DRY_RUN_SAMPLES and done
+        best_value = max(t.value for t in done)
+        run = replicates[cell.id]
+        chosen = {k: parse_value(k, run.data.params[k]) for k in hpo_sweep.space.search}
+        assert any(t.value == best_value and t.params == pytest.approx(chosen) for t in done), (
+            cell.id, chosen, [(t.value, t.params) for t in done])
     # Every search child logged the values Optuna sampled for it, inside the declared bounds.
     for run in hpo_sweep.stage("search"):
         for key, (kind, *args) in hpo_sweep.space.search.items():
             value = parse_value(key, run.data.params[key])
             inside = (value in args[0]) if kind == "choice" else (args[0] <= value <= args[1])
             assert inside, (key, value)
+
+
+def test_the_cells_searches_run_at_the_same_time(hpo_sweep):
+    """Each cell's search trials, as MLflow timed them: the two cells' searches overlap."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for run in hpo_sweep.stage("search"):
+        spans.setdefault(run.data.tags["cell"], []).append((run.info.start_time, run.info.end_time))
+    assert set(spans) == {"r3", "r5"}
+    (a0, a1), (b0, b1) = [(min(s for s, _ in v), max(e for _, e in v)) for v in spans.values()]
+    assert a0 < b1 and b0 < a1, spans  # one cell's search began before the other's ended
+    overlapping = [(x, y) for x in spans["r3"] for y in spans["r5"] if x[0] < y[1] and y[0] < x[1]]
+    assert overlapping, spans  # and trials of both cells ran at once
 
 
 # --- the report CLI rebuilds the tables from MLflow alone ----------------------------------
