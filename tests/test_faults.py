@@ -69,9 +69,9 @@ def test_a_sweep_waits_out_its_mlflow_server_and_loses_or_repeats_nothing(tmp_pa
 
 def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(tmp_path):
     """A real two-node drill: the node running the only trial is removed (its processes killed)
-    while the trial trains (it asks for 2 CPUs, which only that node has); Tune retries the trial on a node added meanwhile, from the trial's last
-    checkpoint, and MLflow ends with one FINISHED child for the (cell, seed) with every
-    evaluation logged once."""
+    while the trial trains (it asks for 2 CPUs, which only that node has). Tune retries the
+    trial on a node added meanwhile, from the trial's last checkpoint, and MLflow ends with one
+    FINISHED child for the (cell, seed) with every evaluation logged once."""
     from ray.cluster_utils import Cluster
 
     fast_health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
@@ -85,7 +85,8 @@ def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(
     sets = ("steps=240", "eval_every=40", "val_size=16", "test_size=32", "width=8", "depth=1")
     sweep = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells",
-         "sup_T3_r1", "--seeds", "1", "--cpus-per-trial", "2", "--address", cluster.address, "--out", str(tmp_path / "out"),
+         "sup_T3_r1", "--seeds", "1", "--cpus-per-trial", "2", "--address", cluster.address,
+         "--out", str(tmp_path / "out"),
          *[a for s in sets for a in ("--set", s)]],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
