@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +33,9 @@ class SweepCallback(Callback):
         self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
         self.first_start: float | None = None
         self._client = None
+        # A fresh stage makes every child run; a stage restored from Tune's state (this object
+        # unpickled) first looks for the run an earlier driver made for the same trial.
+        self.resumed = False
 
     @property
     def client(self):
@@ -44,6 +46,10 @@ class SweepCallback(Callback):
 
     def __getstate__(self):  # Tune pickles its run config into the experiment state
         return {**self.__dict__, "_client": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.resumed = True
 
     def _run_id(self, trial) -> str:
         if trial.trial_id not in self.runs:
@@ -62,7 +68,7 @@ class SweepCallback(Callback):
                 tags["published"] = str(params["published"])
             self.runs[trial.trial_id] = tracking.start_child(
                 self.client, self.exp_id, self.parent, name=name, params=config.to_dict(),
-                tags=tags)
+                tags=tags, reattach=self.resumed)
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -73,28 +79,23 @@ class SweepCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_id(trial)
         # Tagged on the first report and again when a retried trial reports from another node.
+        tags = {}
         if "node_id" in result and self.placed.get(trial.trial_id) != result["node_id"]:
             self.placed[trial.trial_id] = result["node_id"]
-            self.client.set_tag(run_id, "ray_node_id", result["node_id"])
-            self.client.set_tag(run_id, "gpu_ids", result.get("gpu_ids") or "none")
+            tags = {"ray_node_id": result["node_id"], "gpu_ids": result.get("gpu_ids") or "none"}
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
-        if result.get(FINAL):  # the final report repeats the last evaluation: log only the test
-            test = {k[5:]: v for k, v in result.items() if k.startswith("test_")}
-            tracking.log_metrics(self.client, run_id, test, "test_", step, now_ms)
-        else:
-            val = {k[4:]: v for k, v in result.items() if k.startswith("val_")}
-            tracking.log_metrics(self.client, run_id, val, "val_", step, now_ms)
+        # The final report repeats the last evaluation: log only its test metrics.
+        prefix = "test_" if result.get(FINAL) else "val_"
+        metrics = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+        tracking.log_metrics(self.client, run_id, metrics, prefix, step, now_ms, tags)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
         result = trial.last_result or {}
         finished = bool(result.get(FINAL))
-        if trial.checkpoint is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(trial.checkpoint.to_directory(tmp))
-                for name in ("config.json", "panel.png", "classes.png", "checkpoint.pt"):
-                    if (path / name).exists():
-                        self.client.log_artifact(run_id, str(path / name))
+        if trial.checkpoint is not None:  # the last one: checkpoint.pt, config, metrics, pictures
+            with trial.checkpoint.as_directory() as path:  # local storage: no copy
+                self.client.log_artifacts(run_id, path)
         status = "finished" if finished else "stopped early"
         tracking.finish(self.client, run_id, "FINISHED" if finished else "KILLED")
         self._line(trial, status, result)

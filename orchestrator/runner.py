@@ -44,7 +44,11 @@ def auto_gpus(state: SweepState, space: Space, specs: list[plan.TrialSpec]) -> f
 def _trial_params(state: SweepState, spec: plan.TrialSpec) -> dict[str, Any]:
     return {"cell": spec.cell.id, "design": spec.cell.design, "published": spec.cell.published,
             "config": spec.config.to_dict(), "data_dir": state.data_dir,
-            "threads": max(1, int(state.cpus_per_trial))}
+            "threads": max(1, int(state.cpus_per_trial)),
+            "checkpoint_every_s": state.checkpoint_every_s}
+
+
+CONSTANT = ("data_dir", "threads", "checkpoint_every_s")  # the same in every trial of a sweep
 
 
 def _search_space(search: dict[str, tuple]) -> dict[str, Any]:
@@ -117,14 +121,13 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
                                          mode="max", max_t=steps + 1,
                                          grace_period=max(1, steps // 4), reduction_factor=2)
     fixed = {s.cell.id: {k: v for k, v in _trial_params(state, s).items()
-                         if k not in ("data_dir", "threads")} for s in firsts}
+                         if k not in CONSTANT} for s in firsts}
     estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in firsts}
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
                              space=space.name, stage="search", total=samples * len(firsts),
                              commit=commit, estimates=estimates,
                              planned=samples * sum(estimates.values()), dry_run=state.dry_run)
-    constant = {k: v for k, v in _trial_params(state, firsts[0]).items()
-                if k in ("data_dir", "threads")}
+    constant = {k: v for k, v in _trial_params(state, firsts[0]).items() if k in CONSTANT}
 
     def make():
         return tune.Tuner(_trainable(state), param_space=constant, run_config=_run_config(

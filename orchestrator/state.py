@@ -36,6 +36,9 @@ class SweepState:
     data_dir: str | None  # MNIST directory passed to every trial (None: each trial's default)
     sweep_dir: str  # absolute path of this sweep's directory
     parent_run_id: str = ""  # the sweep's MLflow parent run
+    # Seconds of training between a trial's checkpoints (0: every evaluation; the last report is
+    # always checkpointed): what a retried or resumed trial may have to train again.
+    checkpoint_every_s: float = 30.0
     best: dict[str, dict[str, Any]] = field(default_factory=dict)  # cell -> its search's best values
 
     @property

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpus-per-trial", default="0",
                    help="GPUs per trial: a fraction, or auto (probe one trial, pack by memory)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    p.add_argument("--checkpoint-every-s", type=float, default=30, metavar="S",
+                   help="seconds of training between a trial's checkpoints, at its evaluations "
+                        "(default 30; 0: every evaluation; the last is always kept)")
     p.add_argument("--tracking-uri", default=os.environ.get("MOTIONCORE_TRACKING_URI"),
                    help="MLflow URI (default $MOTIONCORE_TRACKING_URI, else sqlite beside the sweeps)")
     p.add_argument("--experiment", help="MLflow experiment (default: the space name)")
@@ -65,6 +68,8 @@ def check_args(a: argparse.Namespace) -> Space:
             raise UsageError(f"{flag} {value}: must be >= {low}")
     if a.num_samples is not None and a.num_samples < 1:
         raise UsageError(f"--num-samples {a.num_samples}: must be >= 1")
+    if not (math.isfinite(a.checkpoint_every_s) and a.checkpoint_every_s >= 0):
+        raise UsageError(f"--checkpoint-every-s {a.checkpoint_every_s}: must be a number >= 0")
     if not (math.isfinite(a.cpus_per_trial) and a.cpus_per_trial > 0):
         raise UsageError(f"--cpus-per-trial {a.cpus_per_trial}: must be a number > 0")
     if a.gpus_per_trial != "auto":
@@ -135,7 +140,8 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         space=space.name, dry_run=a.dry_run, seeds=a.seeds, sets=sets, cells=a.cells,
         samples=samples_for(space, a), max_concurrent=a.max_concurrent,
         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-        max_failures=a.max_failures, tracking_uri=uri, experiment=a.experiment or space.name,
+        max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
+        experiment=a.experiment or space.name,
         address=a.address, storage_path=storage, data_dir=data_dir,
         sweep_dir=str(sweep_dir.resolve()))
     owns_ray = preflight.connect_ray(state)

@@ -201,11 +201,12 @@ def find_child(client: MlflowClient, exp_id: str, parent: str, tags: dict[str, s
 
 
 def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, params: dict,
-                tags: dict[str, str]) -> str:
-    """Create the child run for a trial, or reattach to the one a previous attempt made."""
+                tags: dict[str, str], reattach: bool = True) -> str:
+    """Create the child run for a trial, or (``reattach``) reattach to the one a previous
+    attempt made."""
     from mlflow.entities import Param
 
-    existing = find_child(client, exp_id, parent, tags)
+    existing = find_child(client, exp_id, parent, tags) if reattach else None
     if existing is not None:
         client.update_run(existing.info.run_id, status="RUNNING")
         return existing.info.run_id
@@ -218,16 +219,18 @@ TRAINING = ("train_loss", "lr", "samples_per_s")
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, step: int,
-                timestamp_ms: int) -> None:
-    """The docs/conventions.md metrics of one evaluation, prefixed; the loop's own numbers unprefixed."""
-    from mlflow.entities import Metric
+                timestamp_ms: int, tags: dict[str, str] | None = None) -> None:
+    """The docs/conventions.md metrics of one evaluation, prefixed; the loop's own numbers
+    unprefixed; ``tags`` in the same call."""
+    from mlflow.entities import Metric, RunTag
 
     batch = [Metric(f"{prefix}{k}", float(metrics[k]), timestamp_ms, step)
              for k in NAMES if metrics.get(k) is not None]
     batch += [Metric(k, float(metrics[k]), timestamp_ms, step)
               for k in TRAINING if metrics.get(k) is not None]
-    if batch:
-        client.log_batch(run_id, metrics=batch)
+    run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    if batch or run_tags:
+        client.log_batch(run_id, metrics=batch, tags=run_tags)
 
 
 def finish(client: MlflowClient, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:

@@ -9,6 +9,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,21 @@ def _train_and_report(params: dict[str, Any], work: Path) -> None:
         with resumed.as_directory() as d:
             shutil.copy(Path(d) / CHECKPOINT, work / CHECKPOINT)
     last: dict[str, float] = {}
+    every, saved = float(params.get("checkpoint_every_s", 0)), [time.monotonic()]
     # Where the trial runs, for the MLflow tags: the Ray node and the GPU ids it was given.
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
                  "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
 
     def report(metrics: dict[str, float]) -> None:
+        """An evaluation; its checkpoint goes to Tune's storage when ``every`` seconds have
+        passed since the last one (each upload also costs the driver an experiment snapshot)."""
         last.clear()
         last.update(metrics)
+        checkpoint = None
+        if time.monotonic() - saved[0] >= every:
+            checkpoint, saved[0] = tune.Checkpoint.from_directory(str(work)), time.monotonic()
         tune.report({**prefixed(metrics, "val_"), "step": metrics["step"], **placement},
-                    checkpoint=tune.Checkpoint.from_directory(str(work)))
+                    checkpoint=checkpoint)
 
     trainer = Trainer(config, resolve_device(config.device), params.get("data_dir"))
     inject_fault(params["cell"], trainer)

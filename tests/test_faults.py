@@ -86,7 +86,7 @@ def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(
     sweep = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells",
          "sup_T3_r1", "--seeds", "1", "--cpus-per-trial", "2", "--address", cluster.address,
-         "--out", str(tmp_path / "out"),
+         "--checkpoint-every-s", "0", "--out", str(tmp_path / "out"),
          *[a for s in sets for a in ("--set", s)]],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)

@@ -126,6 +126,8 @@ CASES = [
     _case("data --png under a file", data_main, ["--n", "4", "--png", "{bad}/a-file/x.png"], "--png"),
     # orchestrator.sweep
     _case("sweep --set seed", sweep_main, ["--space", "demo", "--set", "seed=3"], "--seeds"),
+    _case("sweep --checkpoint-every-s -1", sweep_main,
+          ["--space", "demo", "--checkpoint-every-s", "-1"], "--checkpoint-every-s -1.0"),
     _case("sweep --cpus-per-trial nan", sweep_main, ["--space", "demo", "--cpus-per-trial", "nan"],
           "--cpus-per-trial nan"),
     _case("sweep --out is a file", sweep_main, ["--space", "demo", "--out", "{bad}/a-file"], "a-file"),

@@ -253,6 +253,16 @@ def test_one_child_run_per_trial_under_the_parent(sweep):
     assert all(r.info.status == "FINISHED" for r in replicate)
 
 
+def test_short_trials_upload_only_their_last_checkpoint(ablation_sweep):
+    """Dry-run trials train for well under --checkpoint-every-s: Tune's storage holds one
+    checkpoint per trial, the last, with the pictures (each upload costs an experiment snapshot)."""
+    trials = list((ablation_sweep.sweep_dir / "ray" / "replicate").glob("*-s0-*"))
+    assert len(trials) == len(ablation_sweep.space.cells)
+    for trial in trials:
+        (checkpoint,) = trial.glob("checkpoint_*")
+        assert TRIAL_FILES <= {f.name for f in checkpoint.iterdir()}, trial.name
+
+
 def test_child_tags_name_cell_space_config_and_commit(sweep):
     for run in sweep.children:
         tags = run.data.tags

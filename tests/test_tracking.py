@@ -15,12 +15,18 @@ def test_a_new_sqlite_store_holds_a_sweeps_parent_child_and_metrics(tmp_path):
     parent = tracking.start_parent(client, exp, "sweep", {"space": "space"})
     tags = {"stage": "replicate", "cell": "c", "config_hash": "h", "seed": "0"}
     child = tracking.start_child(client, exp, parent, name="c-s0", params={"lr": 0.1}, tags=tags)
-    tracking.log_metrics(client, child, {"acc": 0.5, "bogus": 1.0}, "test_", 3, 0)
+    tracking.log_metrics(client, child, {"acc": 0.5, "bogus": 1.0}, "test_", 3, 0,
+                         tags={"ray_node_id": "n1"})
     assert client.get_run(child).data.metrics == {"test_acc": 0.5}  # only the named metrics
+    assert client.get_run(child).data.tags["ray_node_id"] == "n1"  # tags in the same call
     assert client.get_run(child).data.params == {"lr": "0.1"}
     assert [r.info.run_id for r in tracking.child_runs(client, exp, parent)] == [child]
     # a retried trial reattaches to its run instead of making a second one
     assert tracking.start_child(client, exp, parent, name="c-s0", params={}, tags=tags) == child
+    # a fresh stage, which no earlier driver can have started, makes its runs without looking
+    fresh = tracking.start_child(client, exp, parent, name="c-s0", params={}, tags=tags,
+                                 reattach=False)
+    assert fresh != child
 
 
 @pytest.mark.parametrize("uri, named", [
