@@ -30,6 +30,7 @@ bench: setup  # every benchmark in turn (minutes); each prints one JSON line las
 	$(PY) benchmarks/datagen.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/sweep_scale.py
 	$(PY) benchmarks/gpu_packing.py
 
 lint: setup

@@ -27,6 +27,10 @@ class SweepCallback(Callback):
         self.space, self.stage, self.total, self.commit = space, stage, total, commit
         self.dry_run = dry_run
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        # MLflow run id -> prefix ("val_", "test_") -> the last step logged. A retried or resumed
+        # trial trains again from its last checkpoint, which may be older than its last logged
+        # evaluation: those evaluations are not logged twice.
+        self.logged: dict[str, dict[str, int]] = {}
         self.started: dict[str, float] = {}
         self.placed: dict[str, str] = {}  # Tune trial id -> the Ray node it reported from
         self.done = 0
@@ -66,9 +70,11 @@ class SweepCallback(Callback):
                                                        self.stage, self.dry_run)}
             if params.get("published") is not None:
                 tags["published"] = str(params["published"])
-            self.runs[trial.trial_id] = tracking.start_child(
+            run_id = self.runs[trial.trial_id] = tracking.start_child(
                 self.client, self.exp_id, self.parent, name=name, params=config.to_dict(),
                 tags=tags, reattach=self.resumed)
+            if self.resumed:  # an earlier driver may have logged some of its evaluations
+                self.logged[run_id] = tracking.logged_steps(self.client, run_id)
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -87,6 +93,10 @@ class SweepCallback(Callback):
         # The final report repeats the last evaluation: log only its test metrics.
         prefix = "test_" if result.get(FINAL) else "val_"
         metrics = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+        logged = self.logged.setdefault(run_id, {})
+        if step <= logged.get(prefix, -1):
+            metrics = {}  # trained again after a retry: logged already
+        logged[prefix] = max(step, logged.get(prefix, -1))
         tracking.log_metrics(self.client, run_id, metrics, prefix, step, now_ms, tags)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -214,6 +214,8 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
                               reuse_actors=True))  # warm workers: no torch import per trial
 
     _fit(state, "replicate", make, resuming)
+    if resuming:
+        tracking.close_orphans(client, exp_id, state.parent_run_id)
     from orchestrator import report
 
     out = Path(state.sweep_dir)

@@ -218,6 +218,16 @@ def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, pa
 TRAINING = ("train_loss", "lr", "samples_per_s")
 
 
+def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step a run has ``val_`` and ``test_`` metrics for (absent: none logged)."""
+    steps = {}
+    for prefix in ("val_", "test_"):
+        history = client.get_metric_history(run_id, f"{prefix}acc")
+        if history:
+            steps[prefix] = max(m.step for m in history)
+    return steps
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict, prefix: str, step: int,
                 timestamp_ms: int, tags: dict[str, str] | None = None) -> None:
     """The docs/conventions.md metrics of one evaluation, prefixed; the loop's own numbers
@@ -244,4 +254,20 @@ def finish(client: MlflowClient, run_id: str, status: str, tags: dict[str, str] 
 def child_runs(client: MlflowClient, exp_id: str, parent: str) -> list:
     return client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
                               max_results=10_000)
+
+
+ORPHANED = ("orphaned: its driver stopped before the trial ended, and the resumed sweep ran "
+            "the trial again under a new run")
+
+
+def close_orphans(client: MlflowClient, exp_id: str, parent: str) -> int:
+    """Mark KILLED the child runs still RUNNING once every stage is done: trials a killed
+    driver had started after Tune's last snapshot (a search samples them anew, so no later run
+    reattaches to them). Returns how many."""
+    running = client.search_runs(
+        [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and attributes.status = "
+                                "'RUNNING'", max_results=10_000)
+    for run in running:
+        finish(client, run.info.run_id, "KILLED", {"failure_reason": ORPHANED})
+    return len(running)
 

@@ -1,17 +1,20 @@
-"""Fault drill: the MLflow server a sweep logs to goes away mid-sweep and comes back.
+"""Fault drills with the real parts: the MLflow server goes away mid-sweep, a node goes away.
 
 A real ``mlflow server`` (sqlite store) is stopped for about 20 s once the first trial has
 finished, then started again on the same store and port. The sweep waits (and says so) instead
 of dying, and MLflow ends with exactly one finished run per trial, each evaluation logged once.
+On a real two-node ``ray.cluster_utils.Cluster``, the node running a trial is removed mid-trial.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO, free_port, mlflow_process, stop_group
 from mlflow.tracking import MlflowClient
 
@@ -67,11 +70,14 @@ def test_a_sweep_waits_out_its_mlflow_server_and_loses_or_repeats_nothing(tmp_pa
     assert all("test_acc_fg" in r.data.metrics for r in children)
 
 
-def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(tmp_path):
+@pytest.mark.parametrize("every", [0, 1000], ids=["checkpoint-every-evaluation",
+                                                    "no-checkpoint-before-the-end"])
+def test_a_trial_whose_node_is_removed_goes_on_on_another(tmp_path, every):
     """A real two-node drill: the node running the only trial is removed (its processes killed)
     while the trial trains (it asks for 2 CPUs, which only that node has). Tune retries the
-    trial on a node added meanwhile, from the trial's last checkpoint, and MLflow ends with one
-    FINISHED child for the (cell, seed) with every evaluation logged once."""
+    trial on a node added meanwhile, from its last checkpoint: with one per evaluation it goes on
+    where it stopped; with none yet it trains again from the start. Either way MLflow ends with
+    one FINISHED child for the (cell, seed), every evaluation logged once."""
     from ray.cluster_utils import Cluster
 
     fast_health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
@@ -86,15 +92,16 @@ def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(
     sweep = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells",
          "sup_T3_r1", "--seeds", "1", "--cpus-per-trial", "2", "--address", cluster.address,
-         "--checkpoint-every-s", "0", "--out", str(tmp_path / "out"),
+         "--checkpoint-every-s", str(every), "--out", str(tmp_path / "out"),
          *[a for s in sets for a in ("--set", s)]],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
     try:
         deadline = time.monotonic() + 240
-        while not list((tmp_path / "out").glob("*/ray/replicate/*/checkpoint_00000[1-9]")):
+        while len(_val_steps(uri)) < 2:  # two evaluations logged: the trial is mid-way
             assert sweep.poll() is None and time.monotonic() < deadline, sweep.stdout.read()[-3000:]
-            time.sleep(0.1)  # two evaluations are checkpointed: the trial is mid-way
+            time.sleep(0.2)
         survivor = cluster.add_node(num_cpus=2)
         cluster.remove_node(doomed, allow_graceful=False)
         out, _ = sweep.communicate(timeout=400)
@@ -102,14 +109,36 @@ def test_a_trial_whose_node_is_removed_continues_from_its_checkpoint_on_another(
         stop_group(sweep)
         cluster.shutdown()
     assert sweep.returncode == 0, out[-4000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("seed_table").experiment_id
     children = [r for r in client.search_runs([exp]) if "mlflow.parentRunId" in r.data.tags]
     assert [(r.data.tags["cell"], r.data.tags["seed"], r.info.status) for r in children] == [
         ("sup_T3_r1", "0", "FINISHED")]
     (child,) = children
     assert child.data.tags["ray_node_id"] == survivor.node_id  # it finished on the other node
-    # Continued, not restarted: a restart would log the first evaluations a second time.
-    steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc_fg")]
-    assert sorted(steps) == [40, 80, 120, 160, 200, 240], steps
+    assert _val_steps(uri) == [40, 80, 120, 160, 200, 240]  # each evaluation logged once
     assert "test_acc_fg" in child.data.metrics
+    # What Tune received: from the checkpoint of the last evaluation, the trial went on; without
+    # one, it trained the first evaluations again (MLflow above logged them once all the same).
+    (results,) = (tmp_path / "out").glob("*/ray/replicate/*/result.json")
+    reports = [json.loads(line) for line in results.read_text().splitlines()]
+    received = [r["step"] for r in reports if not r.get("final")]  # the evaluations
+    repeated = sorted(step for step in set(received) if received.count(step) > 1)
+    if every == 0:
+        assert repeated == [], received
+    else:
+        assert 40 in repeated and 80 in repeated, received
+
+
+def _val_steps(uri: str) -> list[int]:
+    """The steps of the only child run's logged ``val_acc_fg`` (empty before it exists)."""
+    client = MlflowClient(uri)
+    try:
+        exp = client.get_experiment_by_name("seed_table")
+    except Exception:  # the store is still being made
+        return []
+    runs = [r for r in client.search_runs([exp.experiment_id])
+            if "mlflow.parentRunId" in r.data.tags] if exp else []
+    if not runs:
+        return []
+    return sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc_fg"))

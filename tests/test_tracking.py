@@ -38,3 +38,22 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(uri, named):
     with pytest.raises(UsageError, match=named) as e:
         tracking.client_for(uri)
     assert uri in str(e.value) and "\n" not in str(e.value)
+
+
+def test_runs_left_running_by_a_killed_driver_are_closed_and_say_why(tmp_path):
+    client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracking.experiment_id(client, "space", tmp_path / "artifacts")
+    parent = tracking.start_parent(client, exp, "sweep", {"space": "space"})
+    tags = {"stage": "search", "cell": "c", "config_hash": "h", "seed": "0"}
+    done = tracking.start_child(client, exp, parent, name="a", params={}, tags=tags)
+    tracking.log_metrics(client, done, {"acc": 0.5}, "val_", 10, 0)
+    tracking.finish(client, done, "FINISHED")
+    orphan = tracking.start_child(client, exp, parent, name="b", params={},
+                                  tags={**tags, "config_hash": "other"}, reattach=False)
+    assert tracking.logged_steps(client, done) == {"val_": 10}
+    assert tracking.logged_steps(client, orphan) == {}
+    assert tracking.close_orphans(client, exp, parent) == 1
+    assert client.get_run(done).info.status == "FINISHED"  # untouched
+    run = client.get_run(orphan)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == tracking.ORPHANED
+    assert tracking.close_orphans(client, exp, parent) == 0
