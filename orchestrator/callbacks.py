@@ -52,8 +52,12 @@ class SweepCallback(Callback):
         return {**self.__dict__, "_client": None}
 
     def __setstate__(self, state):
+        # A sweep started by an older version: its callback had no step record and kept the
+        # placed trials in a set (they are tagged again on their next report).
+        state = {"logged": {}, **state, "resumed": True}
+        if not isinstance(state.get("placed"), dict):
+            state["placed"] = {}
         self.__dict__.update(state)
-        self.resumed = True
 
     def _run_id(self, trial) -> str:
         if trial.trial_id not in self.runs:
