@@ -32,7 +32,7 @@ class SweepCallback(Callback):
         # evaluation: those evaluations are not logged twice.
         self.logged: dict[str, dict[str, int]] = {}
         self.started: dict[str, float] = {}
-        self.placed: dict[str, str] = {}  # Tune trial id -> the Ray node it reported from
+        self.placed: dict[str, str] = {}  # Tune trial id -> the node/GPUs it reported from
         self.done = 0
         self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
         self.first_start: float | None = None
@@ -88,10 +88,11 @@ class SweepCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_id(trial)
-        # Tagged on the first report and again when a retried trial reports from another node.
+        # Tagged on the first report and again when a retried trial reports from elsewhere.
         tags = {}
-        if "node_id" in result and self.placed.get(trial.trial_id) != result["node_id"]:
-            self.placed[trial.trial_id] = result["node_id"]
+        where = f"{result.get('node_id')}/{result.get('gpu_ids')}"
+        if "node_id" in result and self.placed.get(trial.trial_id) != where:
+            self.placed[trial.trial_id] = where
             tags = {"ray_node_id": result["node_id"], "gpu_ids": result.get("gpu_ids") or "none"}
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
         # The final report repeats the last evaluation: log only its test metrics.

@@ -73,15 +73,16 @@ def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.R
     # Ctrl-C stops the driver as a kill would (the sweep resumes from Tune's last snapshot);
     # Tune's own handler would return early as if the stage had finished.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    # Each report's checkpoint forces a snapshot of the experiment (num_to_keep below), by
-    # design; Tune would warn about it after every few-second trial on a GPU.
+    # A trial's third checkpoint since the last snapshot forces one (num_to_keep below), by
+    # design; Tune would warn about it after every few trials of seconds on a GPU.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     return tune.RunConfig(
         name=name, storage_path=state.storage_path, callbacks=[callback, *loggers], verbose=0,
         failure_config=tune.FailureConfig(max_failures=state.max_failures),
-        # Three kept checkpoints and a 2 s experiment snapshot: a driver killed between a new
-        # checkpoint and the next snapshot still finds the one the snapshot names.
+        # Three kept checkpoints, at most one per --checkpoint-every-s, and a 2 s experiment
+        # snapshot: a driver killed between a new checkpoint and the next snapshot still finds
+        # the one the snapshot names.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3))
 
 
@@ -103,25 +104,26 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search import CellSchedulers, CellSearches
+    from orchestrator.search import CellSchedulers, CellSearches, asha_rungs
 
     samples, metric = state.samples, f"val_{space.metric}"
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db")
-    distributions = _search_space(space.search)
-    searchers, schedulers = {}, {}
+    distributions = OptunaSearch.convert_search_space(_search_space(space.search))
+    searchers, schedulers, fixed = {}, {}, {}
     for spec in firsts:
         cell = spec.cell.id
+        # Every cell's study has the same seed: the cells start from the same random configs.
         searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
                                        study_name=f"search-{cell}", storage=storage,
                                        seed=spec.config.seed)
         # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
         # let every trial it does not stop reach that last report.
         steps = max(1, math.ceil(spec.config.steps / spec.config.eval_every))
+        asha = dict(max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
         schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
-                                         mode="max", max_t=steps + 1,
-                                         grace_period=max(1, steps // 4), reduction_factor=2)
-    fixed = {s.cell.id: {k: v for k, v in _trial_params(state, s).items()
-                         if k not in CONSTANT} for s in firsts}
+                                         mode="max", **asha)
+        fixed[cell] = {**{k: v for k, v in _trial_params(state, spec).items()
+                          if k not in CONSTANT}, "checkpoint_at": asha_rungs(**asha)}
     estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in firsts}
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
                              space=space.name, stage="search", total=samples * len(firsts),
@@ -138,6 +140,10 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
             trial_dirname_creator=_trial_name, reuse_actors=True))
 
     results = _fit(state, "search", make, resuming)
+    if resuming:
+        from orchestrator.search import close_orphans
+
+        close_orphans(storage, [f"search-{s.cell.id}" for s in firsts])
     best: dict[str, dict[str, Any]] = {}
     for r in results:
         if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, float("nan"))):

@@ -9,9 +9,11 @@ hold up the next cell, and cells never compare metrics across each other.
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
+import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
@@ -46,7 +48,12 @@ class CellSearches(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.cell_of:
-            self.searchers[self.cell_of[trial_id]].on_trial_result(trial_id, result)
+            try:
+                self.searchers[self.cell_of[trial_id]].on_trial_result(trial_id, result)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Told after Tune's last snapshot and trained again after a resume: the study
+                # already holds its outcome.
+                pass
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -94,3 +101,24 @@ class CellSchedulers(FIFOScheduler):
 
     def debug_string(self) -> str:
         return "\n".join(f"{cell}: {s.debug_string()}" for cell, s in self.schedulers.items())
+
+
+
+def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The reports (``training_iteration``) at which an ``ASHAScheduler`` with these settings
+    may stop a trial, as it lays out its rungs. A search trial checkpoints there, so that a
+    stopped trial's last checkpoint is the report it was judged on."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor ** k for k in range(count)]
+
+
+def close_orphans(storage, study_names: list[str]) -> int:
+    """Mark FAIL the Optuna trials still RUNNING once a search is done: those a killed driver
+    had asked for after Tune's last snapshot, which the resumed search sampled anew."""
+    closed = 0
+    for name in study_names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            closed += 1
+    return closed

@@ -192,8 +192,11 @@ def ui_hint(uri: str, exp_id: str, view: str = "", port: int = 5000) -> str:
 
 
 def find_child(client: MlflowClient, exp_id: str, parent: str, tags: dict[str, str]):
-    """The child run of ``parent`` for (stage, cell, config hash, seed), or None."""
+    """The child run of ``parent`` for (stage, cell, config hash, seed), or None; in a search,
+    also for the Tune trial (two samples may draw the same configuration)."""
     keys = ("stage", "cell", "config_hash", "seed")
+    if tags.get("stage") == "search" and "tune_trial_id" in tags:
+        keys += ("tune_trial_id",)
     where = " and ".join(f"tags.{k} = '{tags[k]}'" for k in keys)
     runs = client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and {where}",
                               max_results=5)
@@ -256,8 +259,8 @@ def child_runs(client: MlflowClient, exp_id: str, parent: str) -> list:
                               max_results=10_000)
 
 
-ORPHANED = ("orphaned: its driver stopped before the trial ended, and the resumed sweep ran "
-            "the trial again under a new run")
+ORPHANED = ("orphaned: its driver stopped before the trial ended, and the resumed sweep went "
+            "on without it (a search samples its trials anew)")
 
 
 def close_orphans(client: MlflowClient, exp_id: str, parent: str) -> int:

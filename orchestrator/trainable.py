@@ -89,17 +89,19 @@ def _train_and_report(params: dict[str, Any], work: Path) -> None:
             shutil.copy(Path(d) / CHECKPOINT, work / CHECKPOINT)
     last: dict[str, float] = {}
     every, saved = float(params.get("checkpoint_every_s", 0)), [time.monotonic()]
+    rungs = set(params.get("checkpoint_at", ()))
     # Where the trial runs, for the MLflow tags: the Ray node and the GPU ids it was given.
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
                  "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
 
     def report(metrics: dict[str, float]) -> None:
         """An evaluation; its checkpoint goes to Tune's storage when ``every`` seconds have
-        passed since the last one (each upload also costs the driver an experiment snapshot)."""
+        passed since the last one (uploads cost the driver experiment snapshots)."""
         last.clear()
         last.update(metrics)
         checkpoint = None
-        if time.monotonic() - saved[0] >= every:
+        # A search trial also checkpoints at ASHA's rungs, the reports it may be stopped at.
+        if time.monotonic() - saved[0] >= every or len(trainer.history) in rungs:
             checkpoint, saved[0] = tune.Checkpoint.from_directory(str(work)), time.monotonic()
         tune.report({**prefixed(metrics, "val_"), "step": metrics["step"], **placement},
                     checkpoint=checkpoint)

@@ -131,14 +131,19 @@ def test_a_sweep_killed_in_its_searches_resumes_each_cells_search(tmp_path):
     for cell in cells:
         study = optuna.load_study(study_name=f"search-{cell}",
                                   storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-        told = [t for t in study.trials if t.state != optuna.trial.TrialState.RUNNING]
-        assert len(told) == DRY_RUN_SAMPLES, (cell, [t.state for t in study.trials])
+        states = [t.state for t in study.trials]
+        assert optuna.trial.TrialState.RUNNING not in states, (cell, states)
+        told = [s for s in states if s in (optuna.trial.TrialState.COMPLETE,
+                                           optuna.trial.TrialState.PRUNED)]
+        # A trial the killed driver began and finished after Tune's last snapshot is kept (the
+        # study learned from it) and the resumed search samples one more: up to two extra.
+        assert DRY_RUN_SAMPLES <= len(told) <= DRY_RUN_SAMPLES + 2, (cell, states)
         ended = [r for r in children if r.data.tags["stage"] == "search"
                  and r.data.tags["cell"] == cell
                  and r.data.tags.get("failure_reason") != tracking.ORPHANED]
-        assert len(ended) == DRY_RUN_SAMPLES, cell  # finished, or stopped early by ASHA
-    # Nothing is left RUNNING: a trial the killed driver had begun after Tune's last snapshot
-    # was sampled again, and its first run is marked as such.
+        assert len(ended) == len(told), cell  # one MLflow run per told sample, no repeats
+    # Nothing is left RUNNING: the run of a trial the killed driver had begun after Tune's last
+    # snapshot, which the resumed search does not know, is marked as orphaned.
     assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}
 
 

@@ -223,3 +223,17 @@ def test_the_demo_runs_research_table_recipes_and_says_its_budget_is_not_theirs(
         assert cut == {k: v for k, v in real.overrides.items() if k != "steps"}  # same recipe
         assert cell.overrides["steps"] < real.overrides["steps"]
         assert str(cell.overrides["steps"]) in space.description
+
+
+@pytest.mark.parametrize("max_t, grace, rf", [(3, 1, 2), (9, 2, 2), (17, 4, 2), (41, 10, 3), (2, 1, 2)])
+def test_search_trials_checkpoint_at_the_rungs_asha_lays_out(max_t, grace, rf):
+    """``asha_rungs`` restates where Ray's ASHAScheduler may stop a trial; if Ray changes its
+    layout, this fails and the checkpoints no longer line up with the stopping decisions."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from orchestrator.search import asha_rungs
+
+    asha = ASHAScheduler(time_attr="training_iteration", metric="m", mode="max", max_t=max_t,
+                         grace_period=grace, reduction_factor=rf)
+    laid_out = sorted(rung for bracket in asha._brackets for rung, _ in bracket._rungs)
+    assert asha_rungs(max_t, grace, rf) == laid_out

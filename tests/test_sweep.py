@@ -421,6 +421,20 @@ def test_hpo_replicates_each_cells_best_optuna_trial(hpo_sweep):
             assert inside, (key, value)
 
 
+def test_search_trials_checkpoint_every_report_asha_may_stop_them_at(hpo_sweep):
+    """At the dry-run budget ASHA's rungs are reports 1 and 2, the final report is 3: every
+    search trial, stopped early or not, has a checkpoint for each report Tune received."""
+    import json
+
+    trials = list((hpo_sweep.sweep_dir / "ray" / "search").glob("r*-s0-*"))
+    assert len(trials) == DRY_RUN_SAMPLES * len(hpo_sweep.space.cells)
+    for trial in trials:
+        reports = (trial / "result.json").read_text().splitlines()
+        assert [json.loads(r)["training_iteration"] for r in reports] == list(
+            range(1, len(reports) + 1))
+        assert len(list(trial.glob("checkpoint_*"))) == min(len(reports), 3), trial.name
+
+
 def test_the_cells_searches_run_at_the_same_time(hpo_sweep):
     """Each cell's search trials, as MLflow timed them: the two cells' searches overlap."""
     spans: dict[str, list[tuple[int, int]]] = {}
