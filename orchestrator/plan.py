@@ -81,6 +81,23 @@ def trials(space: Space, *, seeds: int, dry_run: bool, sets: dict[str, Any],
             for cell in select_cells(space, cells) for s in range(n)]
 
 
+def same_configs(specs: list[TrialSpec], sets: dict[str, Any]) -> str | None:
+    """A warning when ``--set`` made cells identical (their table rows would compare a
+    configuration with itself), else None."""
+    by_hash: dict[str, list[str]] = {}
+    for spec in specs:
+        cells = by_hash.setdefault(spec.config.hash(), [])
+        if spec.cell.id not in cells:
+            cells.append(spec.cell.id)
+    groups = [cells for cells in by_hash.values() if len(cells) > 1]
+    if not groups or not sets:
+        return None
+    named = "; ".join(", ".join(cells) for cells in groups)
+    given = " ".join(f"--set {k}={v}" for k, v in sets.items())
+    return (f"warning: after {given} these cells are the same configuration: {named} "
+            f"(choose cells with --cells, or set fields the cells do not vary)")
+
+
 def estimate_seconds(config: RunConfig, bf16_here: bool = False) -> float:
     """A rough single-thread CPU cost of one run, for ``--plan``. ``bf16_here``: ``auto``
     precision runs in bf16 (this CPU multiplies bf16 in hardware)."""

@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     sets = plan.parse_sets(a.set)
     specs = plan.trials(space, seeds=a.seeds, dry_run=a.dry_run, sets=sets, cells=a.cells)
     samples = samples_for(space, a)
+    warning = plan.same_configs(specs, sets)
+    if warning:
+        print(warning, flush=True)
     if a.plan:
         print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
         return 0

@@ -124,6 +124,17 @@ def test_plan_prints_cells_trials_and_estimate_and_creates_nothing(run_cli, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_set_that_makes_cells_identical_is_named_in_a_warning(run_cli, tmp_path):
+    r = run_cli("orchestrator.sweep", "--space", "hpo", "--plan", "--set", "motion_range=3",
+                env=ISOLATED)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("warning: after --set motion_range=3") and "r3, r5" in first
+    r = run_cli("orchestrator.sweep", "--space", "hpo", "--plan", "--set", "lr=0.001",
+                env=ISOLATED)
+    assert r.returncode == 0 and "warning" not in r.stdout, r.stdout
+
+
 # --- the two dry runs ----------------------------------------------------------------------
 
 @dataclass
