@@ -6,7 +6,8 @@
 A problem the user can fix (a flag, a value, a path, missing or corrupt MNIST) is raised as
 ``UsageError`` or ``MnistError`` and ends in one line on stderr and exit status 2; a training
 run that diverges ends in one line and status 1; anything else is an internal failure: its
-traceback, and status 1. Ctrl-C ends with status 130 and no traceback.
+traceback, and status 1. Ctrl-C ends with status 130 and no traceback; so does a closed stdout
+(`... | head`), with status 141 as the shell gives a tool whose reader went away.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from motioncore.config import UsageError
 from motioncore.mnist import MnistError
 
 USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 1, 130
+CLOSED_PIPE = 141  # 128 + SIGPIPE, as the shell reports a tool whose reader went away
 
 
 class Diverged(FloatingPointError):
@@ -70,5 +72,9 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr, flush=True)
             return INTERRUPTED
+        except BrokenPipeError:  # stdout's reader stopped reading (`... --plan | head`)
+            # Point stdout at nothing, so that the interpreter's last flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return CLOSED_PIPE
 
     return wrapped

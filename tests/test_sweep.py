@@ -124,6 +124,17 @@ def test_plan_prints_cells_trials_and_estimate_and_creates_nothing(run_cli, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_reader_that_stops_reading_ends_the_cli_quietly(tmp_path):
+    """``--plan | head -1``: stdout's reader is gone before the plan is printed; status 141 (as
+    the shell reports SIGPIPE), nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--space", "ablation",
+                             "--plan"], cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "", err
+
+
 def test_a_set_that_makes_cells_identical_is_named_in_a_warning(run_cli, tmp_path):
     r = run_cli("orchestrator.sweep", "--space", "hpo", "--plan", "--set", "motion_range=3",
                 env=ISOLATED)
