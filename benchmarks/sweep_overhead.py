@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -61,15 +62,42 @@ def run_direct(n: int, steps: int, concurrency: int) -> float:
     return time.perf_counter() - start
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """A live process's own CPU seconds (user + system), from /proc; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = False,
               cell: str = CELL, extra: tuple[str, ...] = ()) -> dict[str, float]:
-    """The sweep CLI on ``n`` seeds of ``cell``; wall time and when its first/last trials ended."""
+    """The sweep CLI on ``n`` seeds of ``cell`` (``extra`` arguments last, so its ``--set``s
+    win), on a local Ray with its own store under ``out``: wall time, when its first and last
+    trials ended, and the driver process's CPU seconds."""
     cmd = [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells", cell,
            "--seeds", str(n), "--max-concurrent", str(concurrency), "--out", str(out),
            "--set", f"steps={steps}", "--set", f"eval_every={max(1, steps // 3)}",
            "--set", "val_size=250", "--set", "test_size=500", *extra]
+    env = {**os.environ, "RAY_ADDRESS": "local", "MOTIONCORE_TRACKING_URI": "",
+           "MOTIONCORE_STORAGE_PATH": "", "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    cpu = [0.0]
+
+    def sample() -> None:  # the driver's CPU time, read until it exits
+        while proc.poll() is None:
+            seconds = _cpu_seconds(proc.pid)
+            cpu[0] = seconds if seconds is not None else cpu[0]
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     marks: dict[str, float] = {}
     tail: collections.deque[str] = collections.deque(maxlen=30)
     for line in proc.stdout:
@@ -84,7 +112,9 @@ def run_sweep(n: int, steps: int, concurrency: int, out: Path, verbose: bool = F
             marks["last_trial_done_s"] = now
     if proc.wait() != 0:
         raise SystemExit(f"sweep failed: {' '.join(cmd)}\n{''.join(tail)}")
+    sampler.join()
     marks["sweep_s"] = time.perf_counter() - start
+    marks["driver_cpu_s"] = cpu[0]
     return marks
 
 

@@ -23,17 +23,18 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from sweep_overhead import run_sweep
+
 CELL = "sup_T3_r1"
 SETS = {"steps": 2, "eval_every": 1, "width": 4, "depth": 1, "val_size": 16, "test_size": 16}
-TICKS = os.sysconf("SC_CLK_TCK")
+# run_sweep sets steps and eval_every (steps // 3, at least 1) itself; the rest go last and win
+EXTRA = tuple(a for k, v in SETS.items() if k not in ("steps", "eval_every")
+              for a in ("--set", f"{k}={v}"))
 
 
 def _config(seed: int) -> dict:
@@ -59,51 +60,6 @@ def training_seconds(n: int = 20) -> float:
         for seed in range(n):
             write_results(*fit(from_dict(_config(seed))), Path(tmp))
     return (time.perf_counter() - start) / n
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def run_sweep(n: int, concurrency: int, out: Path) -> dict[str, float]:
-    sets = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells", CELL,
-           "--seeds", str(n), "--max-concurrent", str(concurrency), "--out", str(out), *sets]
-    env = {**os.environ, "RAY_ADDRESS": "local", "MOTIONCORE_TRACKING_URI": "",
-           "MOTIONCORE_STORAGE_PATH": "", "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
-    cpu = [0.0]
-
-    def sample() -> None:  # the driver's CPU time, read until it exits
-        while proc.poll() is None:
-            seconds = _cpu_seconds(proc.pid)
-            cpu[0] = seconds if seconds is not None else cpu[0]
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    marks: dict[str, float] = {}
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = (tail + [line])[-30:]
-        now = time.perf_counter() - start
-        if line.startswith("sweep "):
-            marks.setdefault("started_s", now)
-        if re.match(r"\[\d+/\d+\]", line):
-            marks.setdefault("first_trial_s", now)
-            marks["last_trial_s"] = now
-    if proc.wait() != 0:
-        raise SystemExit(f"sweep failed: {' '.join(cmd)}\n{''.join(tail)}")
-    sampler.join()
-    marks["sweep_s"] = time.perf_counter() - start
-    marks["driver_cpu_s"] = cpu[0]
-    return marks
 
 
 def table_seconds(sweep_dir: Path) -> float:
@@ -133,18 +89,19 @@ def main() -> None:
     rows = {}
     for n in ns:
         with tempfile.TemporaryDirectory() as tmp:
-            marks = run_sweep(n, a.concurrency, Path(tmp))
+            marks = run_sweep(n, SETS["steps"], a.concurrency, Path(tmp), extra=EXTRA)
             sweep_dir = next(d for d in Path(tmp).iterdir() if (d / "sweep.json").exists())
             store = sum(f.stat().st_size for f in Path(tmp).glob("mlflow.db*"))
-            steady = marks["last_trial_s"] - marks["first_trial_s"]
+            first, last = marks["first_trial_done_s"], marks["last_trial_done_s"]
+            steady = last - first
             rows[n] = {
-                "sweep_s": marks["sweep_s"], "startup_s": marks["first_trial_s"],
+                "sweep_s": marks["sweep_s"], "startup_s": first,
                 "steady_s": steady, "per_trial_wall_s": steady / (n - 1),
                 "per_trial_overhead_s": steady / (n - 1) - train / a.concurrency,
                 "driver_cpu_s": marks["driver_cpu_s"],
                 "driver_cpu_per_trial_s": marks["driver_cpu_s"] / n,
                 "mlflow_store_bytes": store, "mlflow_bytes_per_trial": store / n,
-                "after_last_trial_s": marks["sweep_s"] - marks["last_trial_s"],
+                "after_last_trial_s": marks["sweep_s"] - last,
                 "table_s": table_seconds(sweep_dir)}
         print(json.dumps({"n": n, **rows[n]}), file=sys.stderr, flush=True)
     print(json.dumps({

@@ -84,13 +84,15 @@ def trials(space: Space, *, seeds: int, dry_run: bool, sets: dict[str, Any],
 def same_configs(specs: list[TrialSpec], sets: dict[str, Any]) -> str | None:
     """A warning when ``--set`` made cells identical (their table rows would compare a
     configuration with itself), else None."""
+    if not sets:
+        return None
     by_hash: dict[str, list[str]] = {}
     for spec in specs:
         cells = by_hash.setdefault(spec.config.hash(), [])
         if spec.cell.id not in cells:
             cells.append(spec.cell.id)
     groups = [cells for cells in by_hash.values() if len(cells) > 1]
-    if not groups or not sets:
+    if not groups:
         return None
     named = "; ".join(", ".join(cells) for cells in groups)
     given = " ".join(f"--set {k}={v}" for k, v in sets.items())

@@ -104,7 +104,7 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search import CellSchedulers, CellSearches, asha_rungs
+    from orchestrator.search import CellSchedulers, CellSearches, asha_rungs, fail_unfinished
 
     samples, metric = state.samples, f"val_{space.metric}"
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db")
@@ -141,9 +141,7 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
 
     results = _fit(state, "search", make, resuming)
     if resuming:
-        from orchestrator.search import close_orphans
-
-        close_orphans(storage, [f"search-{s.cell.id}" for s in firsts])
+        fail_unfinished(storage, [f"search-{s.cell.id}" for s in firsts])
     best: dict[str, dict[str, Any]] = {}
     for r in results:
         if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, float("nan"))):

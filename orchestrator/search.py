@@ -112,7 +112,7 @@ def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int
     return [grace_period * reduction_factor ** k for k in range(count)]
 
 
-def close_orphans(storage, study_names: list[str]) -> int:
+def fail_unfinished(storage, study_names: list[str]) -> int:
     """Mark FAIL the Optuna trials still RUNNING once a search is done: those a killed driver
     had asked for after Tune's last snapshot, which the resumed search sampled anew."""
     closed = 0

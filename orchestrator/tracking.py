@@ -267,9 +267,7 @@ def close_orphans(client: MlflowClient, exp_id: str, parent: str) -> int:
     """Mark KILLED the child runs still RUNNING once every stage is done: trials a killed
     driver had started after Tune's last snapshot (a search samples them anew, so no later run
     reattaches to them). Returns how many."""
-    running = client.search_runs(
-        [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and attributes.status = "
-                                "'RUNNING'", max_results=10_000)
+    running = [r for r in child_runs(client, exp_id, parent) if r.info.status == "RUNNING"]
     for run in running:
         finish(client, run.info.run_id, "KILLED", {"failure_reason": ORPHANED})
     return len(running)
