@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -25,14 +26,17 @@ CHOICES = {
 
 # The metric names of docs/conventions.md (defined in metrics.py; here so that callers without
 # torch, like the sweep driver, can name them).
-METRIC_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy",
-                "attn_acc")
+METRIC_NAMES = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe", "epe_fg", "recon_l1",
+                "recon_l1_copy", "attn_acc")
 
 # Recipe constants that are not worth a config field, each with why it is what it is.
 WARMUP_STEPS = 50  # linear learning-rate warm-up: Adam's first moments are noisy, BatchNorm's too
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of lr, not 0: late steps still learn
 ENTROPY_RAMP = 0.5  # the entropy term reaches its weight at this fraction of training: early
 #   training must explore motions before being pushed to commit to one per pixel
+
+
+MAX_MOTION_RANGE = 7  # the research table goes to 5; every step's cost grows with (2r+1)^2
 
 
 class UsageError(ValueError):
@@ -102,6 +106,10 @@ class RunConfig:
                     f"{name}={getattr(self, name)!r}: allowed values are "
                     + ", ".join(map(str, allowed))
                 )
+        if self.motion_range > MAX_MOTION_RANGE:
+            raise UsageError(f"motion_range={self.motion_range}: allowed 1..{MAX_MOTION_RANGE} "
+                             f"(K = (2r+1)^2 classes, {(2 * MAX_MOTION_RANGE + 1) ** 2} at "
+                             f"{MAX_MOTION_RANGE}; time and memory grow with K)")
         _at_least(self, motion_range=1, digits=1, image_size=8, width=1, depth=0, batch_size=1,
                   steps=0, eval_every=1, val_size=1, test_size=1, seed=0, eval_seed=0)
         _positive_or_zero(self, "lr", "weight_decay", *WEIGHTS)
@@ -164,7 +172,8 @@ class RunConfig:
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-_TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
+# Field types from the annotations, not the defaults: ``mine_weight: float = 0`` is a float field.
+_TYPES = {name: want for name, want in typing.get_type_hints(RunConfig).items()}
 FIELDS = tuple(_TYPES)
 HOW = ("device", "precision")  # fields that say how a run computes, not what it computes
 # Every weight of an objective term (motioncore/losses.py names the term each one scales).

@@ -96,37 +96,6 @@ def usage(*, probs: torch.Tensor) -> torch.Tensor:
     return (share * torch.log(share.clamp_min(1e-12))).sum() + math.log(share.shape[0])
 
 
-@dataclass(frozen=True)
-class Term:
-    """One entry of the objective: ``weight * fn(**quantities)``, reported as ``loss_<name>``."""
-
-    name: str
-    fn: Callable[..., torch.Tensor]
-    weight: str | None = None  # the RunConfig field of its weight; None: always on, weight 1
-    two_directions: bool = False  # T=5 only
-    ramp: Callable[[float], float] | None = None  # a factor of training progress in [0, 1]
-
-    def scale(self, config: RunConfig, progress: float) -> float:
-        """The term's weight at this point of training; 0 turns it off."""
-        if self.two_directions and config.directions < 2:
-            return 0.0
-        w = 1.0 if self.weight is None else getattr(config, self.weight)
-        return w * self.ramp(progress) if w > 0 and self.ramp else w
-
-
-SUPERVISED = (Term("ce", cross_entropy),)
-UNSUPERVISED = (
-    Term("recon", recon),
-    Term("direction", direction, "direction_weight", two_directions=True),
-    Term("reverse", reverse, "reverse_weight"),
-    Term("entropy", entropy, "entropy_weight", ramp=lambda p: min(1.0, p / ENTROPY_RAMP)),
-    Term("hard", hard, "hard_weight"),
-    Term("direction_hard", direction_hard, "direction_hard_weight", two_directions=True),
-    Term("smooth", smooth, "smooth_weight"),
-    Term("usage", usage, "usage_weight"),
-)
-
-
 # --- the quantities the terms take ---------------------------------------------------------
 
 
@@ -229,6 +198,51 @@ class Quantities:
     @property
     def mask_hard_fused(self):
         return self._hard_masks[1]
+
+
+# Every name a term may take: the inputs and the quantities computed from them.
+QUANTITY_NAMES = ("frames", "logits", "attention", "labels", "kind", *sorted(
+    n for n, v in vars(Quantities).items() if not n.startswith("_")
+    and isinstance(v, (property, cached_property))))
+
+
+@dataclass(frozen=True)
+class Term:
+    """One entry of the objective: ``weight * fn(**quantities)``, reported as ``loss_<name>``."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    weight: str | None = None  # the RunConfig field of its weight; None: always on, weight 1
+    two_directions: bool = False  # T=5 only
+    ramp: Callable[[float], float] | None = None  # a factor of training progress in [0, 1]
+
+    def __post_init__(self) -> None:
+        """A misspelt argument fails here, when the table is built, not at the first step."""
+        for p in inspect.signature(self.fn).parameters.values():
+            if p.kind is not p.KEYWORD_ONLY or p.name not in QUANTITY_NAMES:
+                raise TypeError(f"term {self.name!r}: argument {p.name!r} of {self.fn.__name__} "
+                                "must be keyword-only and one of " + ", ".join(QUANTITY_NAMES))
+
+    def scale(self, config: RunConfig, progress: float) -> float:
+        """The term's weight at this point of training; 0 turns it off."""
+        if self.two_directions and config.directions < 2:
+            return 0.0
+        w = 1.0 if self.weight is None else getattr(config, self.weight)
+        return w * self.ramp(progress) if w > 0 and self.ramp else w
+
+
+
+SUPERVISED = (Term("ce", cross_entropy),)
+UNSUPERVISED = (
+    Term("recon", recon),
+    Term("direction", direction, "direction_weight", two_directions=True),
+    Term("reverse", reverse, "reverse_weight"),
+    Term("entropy", entropy, "entropy_weight", ramp=lambda p: min(1.0, p / ENTROPY_RAMP)),
+    Term("hard", hard, "hard_weight"),
+    Term("direction_hard", direction_hard, "direction_hard_weight", two_directions=True),
+    Term("smooth", smooth, "smooth_weight"),
+    Term("usage", usage, "usage_weight"),
+)
 
 
 def _arguments(fn: Callable) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
     table = displacements(r, labels.device).float()  # (K, 2)
     correct = pred == labels
     zero = labels == zero_class(r)
+    halo = (pred != zero_class(r)) & ~fg  # background predicted as moving
     epe = (table[pred] - table[labels]).norm(dim=-1)  # (N, D, H, W)
     fgf = fg.float()
     target = frames[:, TARGET]
@@ -44,6 +45,7 @@ def batch_sums(*, pred: torch.Tensor, labels: torch.Tensor, fg: torch.Tensor, r:
                                                                       fg[:, 0].numel()),
         "acc_fg": (correct.float() * fgf).sum((0, 2, 3)), "_fg": fgf.sum((0, 2, 3)),
         "acc_zero": zero.float().sum((0, 2, 3)),
+        "bg_motion": halo.float().sum((0, 2, 3)), "_bg": (~fg).float().sum((0, 2, 3)),
         "epe": epe.sum((0, 2, 3)), "epe_fg": (epe * fgf).sum((0, 2, 3)),
         "recon_l1": (recon - target).abs().sum(), "recon_l1_copy": (copy - target).abs().sum(),
         "_pix": torch.tensor(float(target.numel()), device=target.device),
@@ -98,6 +100,9 @@ def finalize(s: dict[str, torch.Tensor]) -> dict[str, float]:
         "acc": (s["acc"] / s["_all"]).mean(),
         "acc_fg": (s["acc_fg"] / s["_fg"].clamp_min(1)).mean(),
         "acc_zero": (s["acc_zero"] / s["_all"]).mean(),
+        "bg_motion": (s["bg_motion"] / s["_bg"].clamp_min(1)).mean(),
+        # acc_fg net of the halo: a background pixel given motion cancels a right digit pixel
+        "fg_net": ((s["acc_fg"] - s["bg_motion"]) / s["_fg"].clamp_min(1)).mean(),
         "epe": (s["epe"] / s["_all"]).mean(),
         "epe_fg": (s["epe_fg"] / s["_fg"].clamp_min(1)).mean(),
         "recon_l1": s["recon_l1"] / s["_pix"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator import tracking
+from orchestrator import console, tracking
 from orchestrator.state import SweepState
 from orchestrator.trainable import FINAL, flatten, trial_config
 
@@ -127,13 +127,13 @@ class SweepCallback(Callback):
         params = flatten(trial.config)
         seed = params.get("config", {}).get("seed", "?")
         metrics = "  ".join(f"{k[5:] if k.startswith('test_') else k} {result[k]:.4f}"
-                            for k in ("test_acc", "test_acc_fg", "test_acc_zero", "test_epe",
-                                      "test_attn_acc") if k in result)
-        if not metrics and "val_acc_fg" in result:
-            metrics = f"val acc_fg {result['val_acc_fg']:.4f}"
+                            for k in ("test_acc", "test_acc_fg", "test_fg_net", "test_bg_motion",
+                                      "test_acc_zero", "test_epe", "test_attn_acc") if k in result)
+        if not metrics and "val_fg_net" in result:
+            metrics = f"val fg_net {result['val_fg_net']:.4f}"
         what = f"dry-run {self.stage}" if self.dry_run else self.stage
-        print(f"[{self.done}/{self.total}] {what} {params.get('cell')} seed {seed}: "
-              f"{status}  {metrics}  ({secs:.0f} s){self._eta(params.get('cell'))}", flush=True)
+        console.say(f"[{self.done}/{self.total}] {what} {params.get('cell')} seed {seed}: "
+                    f"{status}  {metrics}  ({secs:.0f} s){self._eta(params.get('cell'))}")
 
     def _eta(self, cell: str | None) -> str:
         """``  | 3m10s elapsed, ~5m20s left``: the stage's time so far and the estimate of the rest."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import ray
 
+from orchestrator import console
+
 CONTEXT_BYTES = 600 * 2**20  # a CUDA context and cuDNN/cuBLAS workspaces, per process
 MARGIN = 0.2  # keep a fifth of the device free
 MAX_PER_GPU = 8  # beyond this, trials of tiny models contend for SMs, not memory
@@ -64,14 +66,14 @@ def choose(config_dict: dict, data_dir: str | None, steps: int = 20) -> float:
     """Run the probe on one GPU and return the fraction to request per trial."""
     peak, total, mps = ray.get(_probe.remote(config_dict, data_dir, steps))
     if total == 0:  # logical GPUs without CUDA (tests, misconfigured nodes): one trial per GPU
-        print("gpus-per-trial auto: the probe found no CUDA device; using 1 GPU per trial")
+        console.say("gpus-per-trial auto: the probe found no CUDA device; using 1 GPU per trial")
         return 1.0
     per = trials_per_gpu(peak, total)
     frac = fraction(per)
-    print(f"gpus-per-trial auto: probe peak {peak / 2**20:.0f} MiB of {total / 2**30:.1f} GiB; "
-          f"packing {per} trials per GPU (fraction {frac})")
+    console.say(f"gpus-per-trial auto: probe peak {peak / 2**20:.0f} MiB of {total / 2**30:.1f} GiB; "
+                f"packing {per} trials per GPU (fraction {frac})")
     if per > 1 and not mps:
-        print("gpus-per-trial auto: no NVIDIA MPS daemon on the probed node, so packed trials "
-              "time-slice the GPU; `nvidia-cuda-mps-control -d` on each GPU node lets their "
-              "kernels run side by side (cluster.yaml starts it)")
+        console.say("gpus-per-trial auto: no NVIDIA MPS daemon on the probed node, so packed trials "
+                    "time-slice the GPU; `nvidia-cuda-mps-control -d` on each GPU node lets their "
+                    "kernels run side by side (cluster.yaml starts it)")
     return frac

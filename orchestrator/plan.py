@@ -45,8 +45,8 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         if not sep:
             raise UsageError(f"--set {item!r}: expected key=value with key one of {', '.join(FIELDS)}")
         if key == "seed":
-            raise UsageError(f"--set {item!r}: seeds come from --seeds (seeds 0..N-1 in every "
-                             "cell, so cells pair up); use --seeds N")
+            raise UsageError(f"--set {item!r}: seeds come from --seeds (the same seeds in every "
+                             "cell, so cells pair up); use --seeds N or --seeds 3,4,5")
         out[key] = parse_value(key, value.strip())
     return out
 
@@ -63,8 +63,11 @@ def cell_config(space: Space, cell: Cell, *, dry_run: bool, sets: dict[str, Any]
 
 def select_cells(space: Space, cells: list[str] | None) -> tuple[Cell, ...]:
     """The cells ``--cells`` names (default: all), in the space's order."""
-    if not cells:
+    if cells is None:
         return space.cells
+    if not cells:
+        raise UsageError(f"--cells: names no cell; cells of space {space.name!r}: "
+                         + ", ".join(c.id for c in space.cells))
     known = [c.id for c in space.cells]
     for c in cells:
         if c not in known:
@@ -73,12 +76,34 @@ def select_cells(space: Space, cells: list[str] | None) -> tuple[Cell, ...]:
     return tuple(c for c in space.cells if c.id in cells)
 
 
-def trials(space: Space, *, seeds: int, dry_run: bool, sets: dict[str, Any],
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: a count N (seeds 0..N-1) or the seeds by name, comma-separated (``3,4,5``;
+    one named seed: ``7,``)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts if p]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 or v >= 2**63 for v in values):
+        raise UsageError(f"--seeds {text!r}: expected a count N >= 1 (seeds 0..N-1) or "
+                         "seeds >= 0 separated by commas (3,4,5)")
+    if "," not in str(text):
+        if values[0] < 1:
+            raise UsageError(f"--seeds {text}: must be >= 1 (a count; name seed 0 as 0,)")
+        return list(range(values[0]))
+    if len(set(values)) < len(values):
+        raise UsageError(f"--seeds {text!r}: a seed is named twice")
+    return values
+
+
+def trials(space: Space, *, seeds: int | list[int], dry_run: bool, sets: dict[str, Any],
            cells: list[str] | None = None) -> list[TrialSpec]:
-    """Every (cell, seed): the same seed list 0..seeds-1 in every cell, so cells pair up."""
-    n = 1 if dry_run else seeds
+    """Every (cell, seed): the same seeds in every cell, so cells pair up (an int N: 0..N-1;
+    a dry run: the first seed only)."""
+    chosen = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    chosen = chosen[:1] if dry_run else chosen
     return [TrialSpec(cell, s, cell_config(space, cell, dry_run=dry_run, sets=sets, seed=s))
-            for cell in select_cells(space, cells) for s in range(n)]
+            for cell in select_cells(space, cells) for s in chosen]
 
 
 def same_configs(specs: list[TrialSpec], sets: dict[str, Any]) -> str | None:

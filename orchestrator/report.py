@@ -22,10 +22,10 @@ from motioncore.config import METRIC_NAMES as NAMES
 from orchestrator import stats, tracking
 from search_spaces import load
 
-TABLE_METRICS = ("acc", "acc_fg", "acc_zero", "epe", "recon_l1", "attn_acc")
-PERCENT = {"acc", "acc_fg", "acc_zero", "attn_acc"}
+TABLE_METRICS = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe", "recon_l1", "attn_acc")
+PERCENT = {"acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "attn_acc"}
 STATUS = {"FINISHED": "finished", "KILLED": "stopped early", "FAILED": "failed"}  # from MLflow's
-PAIRED_METRICS = ("acc", "acc_fg")  # the paired difference to the baseline, with its interval
+PAIRED_METRICS = ("acc", "acc_fg", "fg_net")  # the paired difference to the baseline, with its interval
 
 
 def rows_from_mlflow(client, exp_id: str, parent: str) -> list[dict]:
@@ -59,7 +59,8 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return float("nan"), float("nan"), 0
-    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+    # the std of one value is undefined, not 0: NaN, shown as a dash
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan, len(vals)
 
 
 def _per_seed(rows: list[dict], metric: str) -> dict[int, float]:
@@ -102,8 +103,9 @@ def _fmt(metric: str, stat: tuple[float, float, int]) -> str:
     if n == 0:
         return "–"
     scale = 100 if metric in PERCENT else 1
-    digits = 1 if metric in PERCENT else 3
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    digits = 2 if metric in PERCENT else 3
+    spread = "–" if math.isnan(std) else f"{std * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {spread}"
 
 
 def _delta(metric: str, s: dict, baseline: str) -> str:
@@ -114,7 +116,7 @@ def _delta(metric: str, s: dict, baseline: str) -> str:
     p = s[f"paired_{metric}"]
     if p.n < 2:
         return "n/a"
-    return f"{100 * p.mean:+.1f} [{100 * p.low:+.1f}, {100 * p.high:+.1f}]" + (
+    return f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}]" + (
         "*" if p.significant else "")
 
 
@@ -124,11 +126,13 @@ PAIRED_NOTE = ("Δ: the paired difference to the baseline over the seeds both fi
 
 
 def markdown(summary: list[dict], baseline: str, title: str) -> str:
-    head = ["cell", "n", "acc %", "acc_fg %", "acc_zero %", "epe", "recon_l1", "attn_acc %",
-            "published acc %", "Δacc", "Δacc_fg"]
+    head = ["cell", "n", "acc %", "acc_fg %", "fg_net %", "bg_motion %", "acc_zero %", "epe",
+            "recon_l1", "attn_acc %", "published acc %", "Δacc", "Δacc_fg", "Δfg_net"]
     lines = [f"# {title}", "",
              f"Test metrics, mean ± std over seeds (n = finished seeds). Baseline: `{baseline}`. "
-             "acc_zero is the zero-motion baseline on the same data. " + PAIRED_NOTE, "",
+             "fg_net (the selection metric) counts background given motion against the digit; "
+             "bg_motion is the share of background pixels given motion; acc_zero is the "
+             "zero-motion baseline on the same data. " + PAIRED_NOTE, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         pub = "–" if s["published"] is None else f"{s['published']:g}"
@@ -140,8 +144,9 @@ def markdown(summary: list[dict], baseline: str, title: str) -> str:
 
 
 def latex(summary: list[dict], baseline: str) -> str:
-    head = ["cell", "$n$", "acc (\\%)", "acc\\_fg (\\%)", "acc\\_zero (\\%)", "EPE", "recon L1",
-            "attn acc (\\%)", "published (\\%)", "$\\Delta$acc", "$\\Delta$acc\\_fg"]
+    head = ["cell", "$n$", "acc (\\%)", "acc\\_fg (\\%)", "fg\\_iou (\\%)", "bg\\_motion (\\%)",
+            "acc\\_zero (\\%)", "EPE", "recon L1", "attn acc (\\%)", "published (\\%)", "$\\Delta$acc",
+            "$\\Delta$acc\\_fg", "$\\Delta$fg\\_iou"]
     lines = ["\\begin{tabular}{l" + "r" * (len(head) - 1) + "}", "\\toprule",
              " & ".join(head) + " \\\\", "\\midrule"]
     for s in summary:
@@ -168,7 +173,8 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
                          if s["design"] == design and s[metric][2] > 0 and s["motion_range"])
             if pts:
                 ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
-                            yerr=[100 * p[1][1] for p in pts], marker="o", capsize=3, label=design)
+                            yerr=[100 * np.nan_to_num(p[1][1]) for p in pts], marker="o",
+                            capsize=3, label=design)
         ax.set_title(f"test {metric}: mean over seeds, error bars ± 1 std", fontsize=8)
         pubs = [(s["motion_range"], s["published"]) for s in summary if s["published"] is not None]
         if metric == "acc" and pubs:
@@ -213,6 +219,22 @@ def build(client, exp_id: str, parent: str, out: Path, space=None,
     return files
 
 
+def _existing_run_ids(path: Path) -> set[str]:
+    """The run ids of a results.parquet already in ``--out`` (empty when there is none)."""
+    if not path.exists():
+        return set()
+    if not path.is_file():
+        raise UsageError(f"--out {path.parent}: its results.parquet is not a file; move it away "
+                         "or choose another --out")
+    try:
+        table = pq.read_table(path, columns=["run_id"])
+    except (OSError, pa.ArrowException, KeyError) as e:
+        raise UsageError(f"--out {path.parent}: its results.parquet is not a results table "
+                         f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                         "move it away or choose another --out") from None
+    return set(table.column("run_id").to_pylist())
+
+
 def check_parent(client, exp, run_id: str) -> str:
     """``run_id`` if it is the parent run of a sweep in experiment ``exp``; else one line why not."""
     try:
@@ -249,9 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
     p.add_argument("--out", required=True, help="directory for the result files")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a results.parquet in OUT even when the new table has fewer rows")
+                   help="replace a results.parquet in OUT that holds runs this sweep does not "
+                        "have (another sweep's table, or runs since deleted)")
     a = p.parse_args(argv)
     out = cli.check_output("--out", a.out, directory=True)
+    if a.tracking_uri.startswith("sqlite:///") and not Path(a.tracking_uri[10:]).is_file():
+        raise UsageError(f"--tracking-uri {a.tracking_uri}: no such store (a sqlite file that "
+                         "does not exist); pass the store the sweep logged to")
+    before = _existing_run_ids(out / "results.parquet")
     client = tracking.client_for(a.tracking_uri)
     exp = client.get_experiment_by_name(a.experiment)
     if exp is None:
@@ -259,11 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parent = check_parent(client, exp, a.parent) if a.parent else latest_parent(
         client, exp.experiment_id)
     rows = rows_from_mlflow(client, exp.experiment_id, parent)
-    before = out / "results.parquet"
-    had = pq.read_metadata(before).num_rows if before.exists() and not a.overwrite else 0
-    if had > len(rows):
-        raise UsageError(f"--out {out}: its results.parquet has {had} rows and this sweep's "
-                         f"table {len(rows)}; pass --overwrite to replace it")
+    if before and not a.overwrite:
+        other = before - {r["run_id"] for r in rows}
+        if other:  # another sweep's table, or runs this one no longer has
+            raise UsageError(f"--out {out}: its results.parquet holds {len(other)} run(s) that "
+                             f"sweep {parent} does not have (another sweep's table?); name the "
+                             "sweep with --parent, choose another --out, or pass --overwrite")
     files = build(client, exp.experiment_id, parent, out, rows=rows)
     print((Path(a.out) / "ablation.md").read_text())
     print("wrote " + ", ".join(str(f) for f in files))

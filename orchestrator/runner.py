@@ -7,7 +7,6 @@ import contextlib
 import gc
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from motioncore.cli import CLOSED_PIPE
 from motioncore.config import FIELDS
-from orchestrator import plan, tracking
+from orchestrator import console, plan, tracking
 from orchestrator.callbacks import SweepCallback
 from orchestrator.state import SweepState
 from orchestrator.trainable import flatten, run_trial
@@ -30,7 +30,7 @@ def auto_gpus(state: SweepState, space: Space, specs: list[plan.TrialSpec]) -> f
     The probe takes the heaviest cell at the largest values its search may sample.
     """
     if ray.cluster_resources().get("GPU", 0) == 0:
-        print("gpus-per-trial auto: no GPUs in this Ray cluster; trials run on CPUs")
+        console.say("gpus-per-trial auto: no GPUs in this Ray cluster; trials run on CPUs")
         return 0.0
     from orchestrator import gpu
 
@@ -110,12 +110,15 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db")
     distributions = OptunaSearch.convert_search_space(_search_space(space.search))
     searchers, schedulers, fixed = {}, {}, {}
+    # The search trains and samples with its own seed, apart from the replicate seeds; every
+    # cell's study has it, so the cells start from the same random configurations.
+    firsts = [plan.TrialSpec(s.cell, state.search_seed, s.config.replace(seed=state.search_seed))
+              for s in firsts]
     for spec in firsts:
         cell = spec.cell.id
-        # Every cell's study has the same seed: the cells start from the same random configs.
         searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
                                        study_name=f"search-{cell}", storage=storage,
-                                       seed=spec.config.seed)
+                                       seed=state.search_seed)
         # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
         # let every trial it does not stop reach that last report.
         steps = max(1, math.ceil(spec.config.steps / spec.config.eval_every))
@@ -183,6 +186,9 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
     specs = plan.trials(space, seeds=state.seeds, dry_run=state.dry_run, sets=state.sets,
                         cells=state.cells)
     commit = tracking.git_commit()
+    if state.code and commit != state.code:  # resumed with --allow-code-change: say so
+        console.say(f"note: this sweep started on code {state.code[:20]}; new trials run "
+                    f"{commit[:20]}")
     if space.search:
         best = state.best
         firsts = [next(s for s in specs if s.cell.id == c)
@@ -192,13 +198,13 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
             state.save()
             for s in firsts:
                 if s.cell.id in best:
-                    print(f"best in {s.cell.id}: {best[s.cell.id]}", flush=True)
+                    console.say(f"best in {s.cell.id}: {best[s.cell.id]}")
             failed = [s.cell.id for s in firsts if s.cell.id not in best]
             if failed:
                 reason = (f"the search in cell(s) {', '.join(failed)} produced no successful "
                           f"trial (see the failure_reason tags of their runs in MLflow)")
                 tracking.finish(client, state.parent_run_id, "FAILED", {"failure_reason": reason})
-                print(f"error: {reason}", file=sys.stderr, flush=True)
+                console.say(f"error: {reason}", err=True)
                 return 1
         specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
     estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in specs}
@@ -229,10 +235,10 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
     table = (out / "ablation.md").read_text()
     tracking.finish(client, state.parent_run_id, "FINISHED", {tracking.NOTE: tracking.table_note(
         table, state.dry_run)})
-    print(table, flush=True)
-    print(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them in MLflow: "
-          f"{tracking.ui_hint(state.tracking_uri, exp_id, state.parent_run_id)}", flush=True)
+    console.say(table)
+    console.say(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them in MLflow: "
+                f"{tracking.ui_hint(state.tracking_uri, exp_id, state.parent_run_id)}")
     if stop_ray:  # last, with everything recorded: see the docstring
         gc.collect()  # unreachable objects that may hold Ray handles go while Ray is up
         ray.shutdown()
-    return 0
+    return CLOSED_PIPE if console.reader_left() else 0

@@ -21,7 +21,7 @@ FILE = "sweep.json"
 class SweepState:
     space: str  # the search space's name (search_spaces.names())
     dry_run: bool  # every cell at the plumbing budget of plan.DRY_RUN
-    seeds: int  # replicates per cell: seeds 0..seeds-1 in every cell
+    seeds: list[int]  # the replicate seeds, the same in every cell (a count N means 0..N-1)
     sets: dict[str, Any]  # --set overrides of config fields, in every cell
     cells: list[str] | None  # --cells: the cells run (None: all)
     samples: int  # Optuna trials per cell (0: the space has no search)
@@ -40,6 +40,10 @@ class SweepState:
     # always checkpointed): what a retried or resumed trial may have to train again.
     checkpoint_every_s: float = 30.0
     best: dict[str, dict[str, Any]] = field(default_factory=dict)  # cell -> its search's best values
+    # The seed a search trains and samples with, kept apart from the replicate seeds: a recipe
+    # is chosen on one seed and confirmed on others.
+    search_seed: int = 1000
+    code: str = ""  # the code the sweep runs (tracking.git_commit()); a resume on other code is refused
 
     @property
     def path(self) -> Path:
@@ -74,11 +78,40 @@ class SweepState:
                      if isinstance(values, dict) else [type(values).__name__])
             raise UsageError(f"--resume {sweep_dir}: {FILE} is not a sweep's state (unexpected or "
                              f"missing: {', '.join(wrong)}); it was edited after the sweep wrote it")
+        if isinstance(values.get("seeds"), int):  # a sweep of an older version: a count
+            values["seeds"] = list(range(values["seeds"]))
         state = cls(**values)
         if Path(state.sweep_dir).resolve() != Path(sweep_dir).resolve():
             raise UsageError(f"--resume {sweep_dir}: its {FILE} belongs to sweep {state.sweep_dir} "
                              "(a copied or moved directory); resume that one")
         return state
+
+
+def check_trusted(state: SweepState, remote_trusted: bool) -> None:
+    """Refuse to resume from storage someone else could have written: Tune's restore unpickles
+    its state (``tuner.pkl``), and a pickle runs code. Local: every directory and file of the
+    sweep and its storage must be this user's and writable by no one else. Remote storage
+    cannot be checked: ``--trust-storage`` says its access is controlled."""
+    if "://" in state.storage_path:
+        if not remote_trusted:
+            raise UsageError(f"--resume {state.sweep_dir}: its Tune state lies in "
+                             f"{state.storage_path}, whose owner cannot be checked from here, and "
+                             "resuming unpickles it; pass --trust-storage if only you can write it")
+        roots = [Path(state.sweep_dir)]
+    else:
+        roots = [Path(state.sweep_dir), Path(state.storage_path)]
+    me = os.getuid()
+    for root in roots:
+        for path in [root, *(root.rglob("*") if root.is_dir() else [])]:
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if st.st_uid != me or st.st_mode & 0o022:
+                who = "another user" if st.st_uid != me else "group or others can write it"
+                raise UsageError(f"--resume {state.sweep_dir}: {path} is not safe to load ({who}); "
+                                 "resuming unpickles Tune's state, so only your own, private "
+                                 "files are loaded (chmod go-w, or copy the sweep as yourself)")
 
 
 LOCK = "driver.lock"

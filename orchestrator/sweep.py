@@ -18,8 +18,8 @@ from typing import Any
 
 from motioncore import cli, mnist
 from motioncore.config import UsageError
-from orchestrator import plan, preflight, tracking
-from orchestrator.state import DriverLock, SweepState
+from orchestrator import console, plan, preflight, tracking
+from orchestrator.state import DriverLock, SweepState, check_trusted
 from search_spaces import Space, load, names
 
 
@@ -28,41 +28,81 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--space", help=f"search space: {', '.join(names())}")
     p.add_argument("--dry-run", action="store_true", help="every cell, one seed, tiny budget")
     p.add_argument("--plan", action="store_true", help="print cells, trials and compute; run nothing")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--seeds", help="replicate seeds in every cell: a count N (seeds 0..N-1, "
+                   "default 3) or the seeds by name, 3,4,5")
+    p.add_argument("--search-seed", type=int,
+                   help=f"the seed a search trains and samples with, apart from the replicate "
+                        f"seeds (default {SweepState.search_seed})")
     p.add_argument("--num-samples", type=int, help="Optuna trials per cell (spaces with a search)")
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
-    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", default="0",
-                   help="GPUs per trial: a fraction, or auto (probe one trial, pack by memory)")
-    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
-    p.add_argument("--checkpoint-every-s", type=float, default=30, metavar="S",
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default 2)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial",
+                   help="GPUs per trial: a fraction (default 0), or auto (probe one trial, pack "
+                        "by memory)")
+    p.add_argument("--max-failures", type=int, help="retries of a failing trial (default 1)")
+    p.add_argument("--checkpoint-every-s", type=float, metavar="S",
                    help="seconds of training between a trial's checkpoints, at its evaluations "
                         "(default 30; 0: every evaluation; the last is always kept)")
     p.add_argument("--tracking-uri", default=os.environ.get("MOTIONCORE_TRACKING_URI"),
                    help="MLflow URI (default $MOTIONCORE_TRACKING_URI, else sqlite beside the sweeps)")
     p.add_argument("--experiment", help="MLflow experiment (default: the space name)")
-    p.add_argument("--storage-path", default=os.environ.get("MOTIONCORE_STORAGE_PATH"),
+    p.add_argument("--storage-path",
                    help="Ray Tune storage (default $MOTIONCORE_STORAGE_PATH, else SWEEP_DIR/ray)")
     p.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster)")
-    p.add_argument("--out", default="sweeps", help="parent of the sweep directory (default ./sweeps)")
+    p.add_argument("--out", help="parent of the sweep directory (default ./sweeps)")
     p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
-    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
-    p.add_argument("--cells", type=lambda v: [c for c in v.split(",") if c],
+    p.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="continue an interrupted sweep, with every choice it started with")
+    p.add_argument("--trust-storage", action="store_true",
+                   help="with --resume on remote storage (s3://...): only you can write it")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="with --resume: continue although the code differs from the sweep's")
+    p.add_argument("--cells", type=lambda v: [c for c in v.split(",") if c.strip()],
                    help="run only these cells of the space (comma-separated ids)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field in every cell (repeatable)")
     return p.parse_args(argv)
 
 
+# What a new sweep chooses and a resumed one keeps: dest -> its default for a new sweep.
+CHOICES = {"space": None, "dry_run": False, "seeds": "3", "search_seed": SweepState.search_seed,
+           "num_samples": None, "max_concurrent": 2, "cpus_per_trial": 1.0, "gpus_per_trial": "0",
+           "max_failures": 1, "checkpoint_every_s": 30.0, "experiment": None,
+           "storage_path": None, "out": "sweeps", "data_dir": None, "cells": None, "set": None}
+
+
+def _given(a: argparse.Namespace) -> list[str]:
+    """The choices of ``CHOICES`` given on the command line, as flags."""
+    return ["--" + k.replace("_", "-") for k in CHOICES if getattr(a, k) not in (None, False)]
+
+
+def _defaults(a: argparse.Namespace) -> None:
+    for k, default in CHOICES.items():
+        if getattr(a, k) is None:
+            setattr(a, k, default)
+    a.storage_path = a.storage_path or os.environ.get("MOTIONCORE_STORAGE_PATH") or None
+
+
 def check_args(a: argparse.Namespace) -> Space:
     """Everything that can be checked before Ray starts; one clear line on the first problem."""
+    if a.allow_code_change or a.trust_storage:
+        flag = "--allow-code-change" if a.allow_code_change else "--trust-storage"
+        raise UsageError(f"{flag}: only with --resume (it says what a resume may load)")
     if not a.space:
         raise UsageError(f"--space is required; allowed: {', '.join(names())}")
     try:
         space = load(a.space)
     except KeyError:
         raise UsageError(f"--space {a.space!r}: unknown; allowed: {', '.join(names())}") from None
-    for flag, value, low in (("--seeds", a.seeds, 1), ("--max-concurrent", a.max_concurrent, 1),
+    _defaults(a)
+    a.seeds = plan.seed_list(a.seeds)
+    if not 0 <= a.search_seed < 2**63:
+        raise UsageError(f"--search-seed {a.search_seed}: must be an integer >= 0")
+    if space.search and a.search_seed in a.seeds:
+        raise UsageError(f"--search-seed {a.search_seed}: is also a replicate seed (--seeds "
+                         f"{','.join(map(str, a.seeds))}); a recipe is confirmed on seeds it was "
+                         "not chosen on")
+    for flag, value, low in (("--max-concurrent", a.max_concurrent, 1),
                              ("--max-failures", a.max_failures, 0)):
         if value < low:
             raise UsageError(f"{flag} {value}: must be >= {low}")
@@ -109,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = samples_for(space, a)
     warning = plan.same_configs(specs, sets)
     if warning:
-        print(warning, flush=True)
+        console.say(warning)
     if a.plan:
-        print(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
-        return 0
+        console.say(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
+        return cli.CLOSED_PIPE if console.reader_left() else 0
     return start(a, space, sets)
 
 
@@ -132,6 +172,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         storage = str(Path(storage).resolve())
         cli.check_output("--storage-path", storage, directory=True)
     data_dir = _check_data(a.data_dir)
+    code = tracking.git_commit()
     # A tracking server is checked before anything starts. A local store is opened while Ray
     # starts: importing MLflow and creating a new sqlite schema take seconds.
     pending = None
@@ -144,7 +185,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         samples=samples_for(space, a), max_concurrent=a.max_concurrent,
         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
-        experiment=a.experiment or space.name,
+        experiment=a.experiment or space.name, search_seed=a.search_seed, code=code,
         address=a.address, storage_path=storage, data_dir=data_dir,
         sweep_dir=str(sweep_dir.resolve()))
     owns_ray = preflight.connect_ray(state)
@@ -155,8 +196,16 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     preflight.run(uri, storage)
     if state.gpus_per_trial == "auto":
         state.gpus_per_trial = runner.auto_gpus(state, space, plan.trials(
-            space, seeds=1, dry_run=a.dry_run, sets=sets, cells=a.cells))
-    sweep_dir.mkdir(parents=True)
+            space, seeds=a.seeds[:1], dry_run=a.dry_run, sets=sets, cells=a.cells))
+    while True:  # another sweep of the same space may take the name in the same second
+        try:
+            sweep_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            sweep_dir = Path(f"{sweep_dir}-1")
+            if not a.storage_path:
+                state.storage_path = str((sweep_dir / "ray").resolve())
+            state.sweep_dir = str(sweep_dir.resolve())
     exp_id = tracking.experiment_id(client, state.experiment, root / "mlartifacts"
                                     if uri.startswith("sqlite") else None)
     note = (f"Sweep of space `{space.name}` ({space.description}); the ablation table appears "
@@ -164,8 +213,9 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     state.parent_run_id = tracking.start_parent(
         client, exp_id, sweep_dir.name + ("-dry-run" if a.dry_run else ""),
         {"space": space.name, "sweep_dir": state.sweep_dir, "dry_run": str(a.dry_run),
-         "git_commit": tracking.git_commit()},
-        params={"space": space.name, "seeds": a.seeds, "dry_run": a.dry_run,
+         "git_commit": code},
+        params={"space": space.name, "seeds": ",".join(map(str, a.seeds)), "dry_run": a.dry_run,
+                "search_seed": a.search_seed,
                 "cells": ",".join(a.cells) if a.cells else "all",
                 "overrides": ", ".join(f"{k}={v}" for k, v in sets.items()) or "none",
                 "samples_per_cell": state.samples, "max_concurrent": a.max_concurrent},
@@ -173,27 +223,41 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     tracking.share_view(client, exp_id, state.parent_run_id)
     with DriverLock(sweep_dir):
         state.save()
-        print(f"sweep {sweep_dir}  (MLflow parent run {state.parent_run_id}, experiment "
-              f"{state.experiment!r})", flush=True)
+        console.say(f"sweep {sweep_dir}  (MLflow parent run {state.parent_run_id}, experiment "
+                    f"{state.experiment!r})")
         return runner.run(state, client, exp_id, stop_ray=owns_ray)
 
 
 def resume(a: argparse.Namespace) -> int:
+    """Continue a sweep with every choice it started with. The tracking URI and Ray address may
+    be given again (a server or head that moved); both are checked before anything is written."""
     from orchestrator import runner
 
+    given = _given(a)
+    if given:
+        raise UsageError(f"--resume {a.resume}: a resumed sweep keeps every choice it started "
+                         f"with (its sweep.json); drop {', '.join(given)}")
     state = SweepState.load(a.resume)
     state = state.replace(tracking_uri=a.tracking_uri or state.tracking_uri,
                           address=a.address or state.address)
+    check_trusted(state, a.trust_storage)
+    cli.check_output("--resume", state.sweep_dir, directory=True)  # a read-only sweep directory
+    code = tracking.git_commit()
+    if state.code and code != state.code and not a.allow_code_change:
+        raise UsageError(f"--resume {a.resume}: the sweep ran code {state.code[:20]} and this is "
+                         f"{code[:20]}; its trials would mix code (pass --allow-code-change to "
+                         "continue anyway, recorded on every new trial)")
     client = tracking.client_for(state.tracking_uri)  # checked before anything is written
     exp = client.get_experiment_by_name(state.experiment)
-    if exp is None:
-        raise UsageError(f"--resume {a.resume}: experiment {state.experiment!r} is not in "
-                         f"{state.tracking_uri}; pass the --tracking-uri the sweep used")
+    if exp is None or not tracking.has_run(client, state.parent_run_id, exp.experiment_id):
+        raise UsageError(f"--resume {a.resume}: its sweep (parent run {state.parent_run_id} in "
+                         f"experiment {state.experiment!r}) is not in {state.tracking_uri}; pass "
+                         "the --tracking-uri the sweep used")
     with DriverLock(state.sweep_dir):
+        owns_ray = preflight.connect_ray(state)  # a bad --address ends here, nothing written
         state.save()  # trial logging reads the tracking URI from here
         client.update_run(state.parent_run_id, status="RUNNING")  # it was KILLED or FAILED
-        owns_ray = preflight.connect_ray(state)
-        print(f"resuming sweep {state.sweep_dir}", flush=True)
+        console.say(f"resuming sweep {state.sweep_dir}")
         return runner.run(state, client, exp.experiment_id, resuming=True, stop_ray=owns_ray)
 
 

@@ -8,6 +8,8 @@ resumed sweep reattaches instead of duplicating them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import subprocess
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from motioncore.config import METRIC_NAMES as NAMES
 from motioncore.config import UsageError
+from orchestrator import console
 
 if TYPE_CHECKING:  # mlflow takes seconds to import: the sweep imports it while Ray starts
     from mlflow.tracking import MlflowClient
@@ -51,12 +54,30 @@ def client_for(uri: str) -> MlflowClient:
 
     client = MlflowClient(tracking_uri=uri)
     try:
-        client.search_experiments(max_results=1)
+        with _creating(uri):
+            client.search_experiments(max_results=1)  # a new sqlite store gets its schema here
     except Exception as e:  # any failure here means no trial could be logged
         reason = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
             from None
     return PatientClient(client, uri) if uri.startswith(("http://", "https://")) else client
+
+
+@contextlib.contextmanager
+def _creating(uri: str):
+    """Hold ``<store>.lock`` while a sqlite store is first opened: two sweeps creating the same
+    new store at once would both run MLflow's schema migrations ("duplicate column name")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{uri[len('sqlite:///'):]}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 WAIT_ENV = "MOTIONCORE_TRACKING_WAIT_S"  # how long a sweep waits for a tracking server that went away
@@ -94,15 +115,15 @@ class PatientClient:
                         raise
                     if since is None:
                         since = time.monotonic()
-                        print(f"MLflow server {self._uri} does not answer; waiting for it (up to "
-                              f"{limit:.0f} s)...", flush=True)
+                        console.say(f"MLflow server {self._uri} does not answer; waiting for it (up to "
+                                    f"{limit:.0f} s)...")
                     elif time.monotonic() - since >= limit:
                         raise
                     time.sleep(2.0)
                     continue
                 if since is not None:
-                    print(f"MLflow server {self._uri} is back after {time.monotonic() - since:.0f} s",
-                          flush=True)
+                    console.say(f"MLflow server {self._uri} is back after "
+                                f"{time.monotonic() - since:.0f} s")
                 return result
 
         return patient
@@ -117,11 +138,20 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -
 
 
 def git_commit() -> str:
+    """The code a sweep runs: the commit, with ``+dirty.<hash of the diff>`` when the work tree
+    differs from it, so two dirty trees compare equal only when their changes are the same."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout
+
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        head = git("rev-parse", "HEAD").strip()
+        if not head:
+            return "unknown"
+        diff = git("diff", "HEAD", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{head}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else head
 
 
 def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str],
@@ -133,6 +163,16 @@ def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, s
     if params:
         client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run.info.run_id
+
+
+def has_run(client: MlflowClient, run_id: str, exp_id: str) -> bool:
+    """Whether this store holds run ``run_id`` in experiment ``exp_id``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.experiment_id == exp_id
+    except MlflowException:
+        return False
 
 
 def child_note(cell: str, seed: int, design: str, stage: str, dry_run: bool) -> str:
@@ -155,7 +195,7 @@ def table_note(table: str, dry_run: bool) -> str:
 
 
 VIEW_COLUMNS = ["attributes.`Run Name`", *(f"metrics.`test_{m}`" for m in (
-    "acc", "acc_fg", "acc_zero", "epe")), *(f"params.`{p}`" for p in (
+    "acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe")), *(f"params.`{p}`" for p in (
     "supervision", "frames", "motion_range", "attention", "steps", "seed"))]
 
 

@@ -5,8 +5,6 @@ It knows Ray (reports and checkpoints) but not MLflow: the driver logs what it r
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 import tempfile
 import time
@@ -16,12 +14,11 @@ from typing import Any
 import ray
 from ray import tune
 
-from motioncore.config import FIELDS, RunConfig, from_dict, resolve_device
+from motioncore.config import FIELDS, RunConfig, from_dict
 
 # torch and the training code are imported inside the trial: the sweep driver needs neither.
 
 CHECKPOINT = "checkpoint.pt"
-FAULT_ENV = "MOTIONCORE_FAULT"
 FINAL = "final"  # marks the last report, which carries the test metrics (Tune's "done" also
 # marks results of trials a scheduler stopped)
 
@@ -40,32 +37,6 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 
-def inject_fault(cell: str, trainer) -> None:
-    """Fault injection for failure drills: ``MOTIONCORE_FAULT=CELL:KIND,...``.
-
-    ``raise`` makes the trial raise; ``nan`` poisons one weight so the real training loop
-    meets a NaN loss; ``nospace`` makes every checkpoint write fail as on a full disk. Unset
-    (always, outside drills and tests), this does nothing.
-    """
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in filter(None, spec.split(",")):
-        target, _, kind = item.partition(":")
-        if target != cell:
-            continue
-        if kind == "raise":
-            raise RuntimeError(f"injected fault in cell {cell}")
-        if kind == "nan":
-            import torch
-
-            with torch.no_grad():
-                next(trainer.model.parameters()).fill_(float("nan"))
-        if kind == "nospace":
-            def full_disk(path):
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-            trainer.save = full_disk
-
-
 def run_trial(params: dict[str, Any]) -> None:
     """Train one configuration; report validation metrics per period and test metrics at the end."""
     import torch
@@ -80,7 +51,7 @@ def run_trial(params: dict[str, Any]) -> None:
 
 
 def _train_and_report(params: dict[str, Any], work: Path) -> None:
-    from motioncore.train import Trainer, fit, write_results
+    from motioncore.train import fit, write_results
 
     config = trial_config(params)
     resumed = tune.get_checkpoint()
@@ -100,16 +71,16 @@ def _train_and_report(params: dict[str, Any], work: Path) -> None:
         last.clear()
         last.update(metrics)
         checkpoint = None
-        # A search trial also checkpoints at ASHA's rungs, the reports it may be stopped at.
-        if time.monotonic() - saved[0] >= every or len(trainer.history) in rungs:
+        # A search trial also checkpoints at ASHA's rungs, the reports it may be stopped at. fit
+        # evaluates every eval_every steps and at the last: this is the trial's evaluation count.
+        evaluations = -(-int(metrics["step"]) // config.eval_every)  # ceil, resumed ones included
+        if time.monotonic() - saved[0] >= every or evaluations in rungs:
             checkpoint, saved[0] = tune.Checkpoint.from_directory(str(work)), time.monotonic()
         tune.report({**prefixed(metrics, "val_"), "step": metrics["step"], **placement},
                     checkpoint=checkpoint)
 
-    trainer = Trainer(config, resolve_device(config.device), params.get("data_dir"))
-    inject_fault(params["cell"], trainer)
     trainer, test = fit(config, report=report, data_dir=params.get("data_dir"),
-                        checkpoint=work / CHECKPOINT, resume=resumed is not None, trainer=trainer)
+                        checkpoint=work / CHECKPOINT, resume=resumed is not None)
     trainer.save(work / CHECKPOINT)
     write_results(trainer, test, work, params.get("data_dir"))
     final = trainer.history[-1] if trainer.history else last

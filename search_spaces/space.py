@@ -27,7 +27,9 @@ class Space:
     # | ("int", lo, hi) | ("choice", [values]); empty: no search, cells run as declared.
     search: dict[str, tuple] = field(default_factory=dict)
     num_samples: int = 0  # Optuna trials per cell when ``search`` is set
-    metric: str = "acc_fg"  # validation metric Optuna and ASHA maximise
+    # validation metric Optuna and ASHA maximise: fg_net, which a motion halo cannot raise
+    #   (acc_fg can: background given the digit's motion costs it nothing)
+    metric: str = "fg_net"
 
     def cell(self, cell_id: str) -> Cell:
         for c in self.cells:

@@ -23,6 +23,16 @@ torch.set_num_threads(1)  # tiny tensors: threads cost more than they give, and 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = Path(__file__).parents[2] / "shared" / "mnist"
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connection refused at once
+# Nothing from the developer's shell may redirect a test's sweep: its tracking store, its storage,
+# or a Ray cluster someone started with `ray start` on this machine.
+ISOLATED = {"MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "RAY_ADDRESS": "local"}
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """The environment of a test's CLI subprocess: this one with ``ISOLATED``, one CPU thread and
+    the repository importable; ``extra`` on top (read when called: fixtures' variables included)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+            **ISOLATED, **extra}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,14 +9,16 @@ On a real two-node ``ray.cluster_utils.Cluster``, the node running a trial is re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port, mlflow_process, stop_group
+from conftest import free_port, isolated_env, mlflow_process, stop_group
 from mlflow.tracking import MlflowClient
+
+from orchestrator import tracking
 
 CELLS = ("baseline", "loss=l2", "noise=0.0", "disappear=True")
 SETS = ("steps=30", "eval_every=10", "val_size=16", "test_size=32", "width=4", "depth=1")
@@ -27,8 +29,7 @@ def test_a_sweep_waits_out_its_mlflow_server_and_loses_or_repeats_nothing(tmp_pa
     server = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
               f"sqlite:///{tmp_path}/srv.db", "--default-artifact-root", str(tmp_path / "art"),
               "--host", "127.0.0.1", "--workers", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local",
-           "MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "MOTIONCORE_FAULT": ""}
+    env = isolated_env()
     lines: list[str] = []
     with mlflow_process(server, tmp_path, port) as url:
         sweep = subprocess.Popen(
@@ -86,8 +87,7 @@ def test_a_trial_whose_node_is_removed_goes_on_on_another(tmp_path, every):
         "num_cpus": 1, "include_dashboard": False, "_system_config": fast_health})
     doomed = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_ADDRESS": "",
-           "MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "MOTIONCORE_FAULT": ""}
+    env = isolated_env(RAY_ADDRESS="")  # the cluster is given by --address
     sets = ("steps=240", "eval_every=40", "val_size=16", "test_size=32", "width=8", "depth=1")
     sweep = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table", "--cells",
@@ -132,7 +132,9 @@ def test_a_trial_whose_node_is_removed_goes_on_on_another(tmp_path, every):
 
 def _val_steps(uri: str) -> list[int]:
     """The steps of the only child run's logged ``val_acc_fg`` (empty before it exists)."""
-    client = MlflowClient(uri)
+    if not Path(uri[len("sqlite:///"):]).exists():
+        return []
+    client = tracking.client_for(uri)  # waits while the sweep creates the store's schema
     try:
         exp = client.get_experiment_by_name("seed_table")
     except Exception:  # the store is still being made

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import stop_group
+from conftest import REPO, isolated_env, stop_group
 from mlflow.tracking import MlflowClient
 
 from motioncore.train import fit
@@ -24,19 +24,20 @@ from orchestrator import tracking
 from orchestrator.plan import cell_config, parse_sets
 from search_spaces import load
 
-REPO = Path(__file__).resolve().parents[1]
 SETS = ("steps=4", "eval_every=2", "val_size=16", "test_size=32")
 PARENT_TAG = "mlflow.parentRunId"
-ISOLATED = {"MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "MOTIONCORE_FAULT": "",
-            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+DRILLS = REPO / "tests" / "drills"  # its sitecustomize.py sabotages the runs DRILL_FAULTS names
 
 
 def _sweep(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "orchestrator.sweep", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "RAY_ADDRESS": "local", **ISOLATED,
-                                               **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(cmd, cwd=cwd, env=isolated_env(**(env or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def drill_env(faults: str) -> dict[str, str]:
+    """A sweep's environment for a failure drill: ``faults`` is ``FIELD=VALUE:KIND,...``."""
+    return {"PYTHONPATH": os.pathsep.join([str(DRILLS), str(REPO)]), "DRILL_FAULTS": faults}
 
 
 def _wait(proc: subprocess.Popen, timeout: float = 600) -> str:
@@ -180,11 +181,23 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
         pytest.fail("the interrupted sweep did not stop")
 
 
+def test_the_product_reads_no_fault_switch():
+    """Drills are wired from tests/drills: no variable in a shell can sabotage a real sweep."""
+    switch = re.compile(r"(environ|getenv).*(?<![a-z])(fault|drill)|MOTIONCORE_FAULT|DRILL_FAULTS",
+                        re.I)  # not "default"
+    sources = [*REPO.glob("motioncore/**/*.py"), *REPO.glob("orchestrator/**/*.py")]
+    assert sources
+    for path in sources:
+        assert not switch.search(path.read_text()), path
+
+
 def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path):
     cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
+    # The old switch, MOTIONCORE_FAULT, is set too: the product ignores it, so baseline finishes.
+    env = {**drill_env("loss=l2:raise,noise=0.0:nan,disappear=True:nospace"),
+           "MOTIONCORE_FAULT": "baseline:raise"}
     out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
-                       "--max-failures", "1", "--out", "out", *_sets(),
-                       env={"MOTIONCORE_FAULT": "loss=l2:raise,noise=0.0:nan,disappear=True:nospace"}))
+                       "--max-failures", "1", "--out", "out", *_sets(), env=env))
     assert re.search(r"\] (dry-run )?replicate loss=l2 seed 0: FAILED: .*injected fault", out), out[-3000:]
     assert re.search(r"\] (dry-run )?replicate noise=0.0 seed 0: FAILED: .*nan", out, re.I), out[-3000:]
     uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from motioncore.config import FIELDS, RunConfig
+from motioncore.config import FIELDS, RunConfig, UsageError
 from motioncore.metrics import NAMES
-from orchestrator.plan import DRY_RUN, cell_config, trials
+from orchestrator.plan import DRY_RUN, cell_config, seed_list, trials
 from search_spaces import Space, ablation, demo, hpo, load, names, seed_table
 
 MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo, "demo": demo}
@@ -237,3 +237,25 @@ def test_search_trials_checkpoint_at_the_rungs_asha_lays_out(max_t, grace, rf):
                          grace_period=grace, reduction_factor=rf)
     laid_out = sorted(rung for bracket in asha._brackets for rung, _ in bracket._rungs)
     assert asha_rungs(max_t, grace, rf) == laid_out
+
+
+@pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("1", [0]), ("3,4,5", [3, 4, 5]),
+                                         ("7,", [7]), (" 2, 9 ", [2, 9])])
+def test_seeds_are_a_count_or_named(text, seeds):
+    assert seed_list(text) == seeds
+    specs = trials(load("seed_table"), seeds=seeds, dry_run=False, sets={}, cells=["sup_T3_r1"])
+    assert [s.config.seed for s in specs] == seeds
+    dry = trials(load("seed_table"), seeds=seeds, dry_run=True, sets={}, cells=["sup_T3_r1"])
+    assert [s.config.seed for s in dry] == seeds[:1]
+
+
+@pytest.mark.parametrize("text, named", [("0", ">= 1"), ("-1,2", "seeds >= 0"), ("1,1", "twice"),
+                                         ("a", "'a'"), (",", "','")])
+def test_bad_seed_lists_are_refused_naming_them(text, named):
+    with pytest.raises(UsageError, match=named):
+        seed_list(text)
+
+
+def test_cells_that_name_nothing_are_refused():
+    with pytest.raises(UsageError, match="names no cell"):
+        trials(load("seed_table"), seeds=1, dry_run=False, sets={}, cells=[])

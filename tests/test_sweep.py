@@ -20,24 +20,22 @@ from pathlib import Path
 import optuna
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, stop_group
+from conftest import ISOLATED, REPO, stop_group
 from mlflow.tracking import MlflowClient
 
 from motioncore.config import FIELDS, RunConfig, from_dict, parse_value
 from orchestrator.plan import DRY_RUN_SAMPLES, cell_config, parse_sets
+from orchestrator.state import SweepState
 from search_spaces import Space, load
 
 SETS = ("steps=4", "eval_every=2", "val_size=16", "test_size=32")
-VAL_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "recon_l1")
-TEST_NAMES = ("acc", "acc_fg", "acc_zero", "epe", "epe_fg", "recon_l1", "recon_l1_copy")
+VAL_NAMES = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe", "recon_l1")
+TEST_NAMES = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe", "epe_fg", "recon_l1",
+              "recon_l1_copy")
 TABLES = {"results.parquet", "paired.parquet", "ablation.md", "ablation.tex", "ablation.png"}
 TRIAL_FILES = {"config.json", "panel.png", "classes.png", "checkpoint.pt"}
 PARENT_TAG = "mlflow.parentRunId"
 PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] dry-run (search|replicate) (\S+) seed (\d+): (.*)$")
-# Nothing from the developer's shell may redirect a test's sweep: its store, storage, a fault
-# drill, or a Ray cluster someone started with `ray start` on this machine.
-ISOLATED = {"MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": "", "MOTIONCORE_FAULT": "",
-            "RAY_ADDRESS": "local"}
 
 
 def sweep_args(*args: str) -> list[str]:
@@ -63,6 +61,12 @@ BAD_INPUT = {
     "unknown --set key": (["--space", "ablation", "--set", "framez=3"], ["framez", *FIELDS]),
     "invalid --set value": (["--space", "ablation", "--set", "frames=4"], ["frames=4", "3, 5"]),
     "zero seeds": (["--space", "ablation", "--seeds", "0"], ["--seeds", ">= 1"]),
+    "a seed named twice": (["--space", "ablation", "--seeds", "1,1"], ["--seeds", "'1,1'", "twice"]),
+    "--cells naming nothing": (["--space", "ablation", "--cells", ","], ["--cells", "baseline"]),
+    "search seed among the replicates": (["--space", "hpo", "--seeds", "3", "--search-seed", "1"],
+                                         ["--search-seed 1", "0,1,2"]),
+    "code change without resume": (["--space", "ablation", "--allow-code-change"],
+                                   ["--allow-code-change", "--resume"]),
     "unreachable tracking server": (["--space", "ablation", "--tracking-uri", "http://127.0.0.1:9"],
                                     ["--tracking-uri", "http://127.0.0.1:9"]),
 }
@@ -448,7 +452,8 @@ def test_search_trials_checkpoint_every_report_asha_may_stop_them_at(hpo_sweep):
     search trial, stopped early or not, has a checkpoint for each report Tune received."""
     import json
 
-    trials = list((hpo_sweep.sweep_dir / "ray" / "search").glob("r*-s0-*"))
+    seed = SweepState.search_seed  # search trials train with the search seed, not a replicate's
+    trials = list((hpo_sweep.sweep_dir / "ray" / "search").glob(f"r*-s{seed}-*"))
     assert len(trials) == DRY_RUN_SAMPLES * len(hpo_sweep.space.cells)
     for trial in trials:
         reports = (trial / "result.json").read_text().splitlines()
