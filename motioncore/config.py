@@ -12,13 +12,15 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
+from motioncore.attention import DESIGNS
+
 CHOICES = {
     "frames": (3, 5),
     "norm": ("batch", "group", "none"),
     "network": ("shared", "joint"),
     "supervision": ("supervised", "unsupervised"),
     "loss": ("l1", "l2"),
-    "attention": ("none", "motion", "segmentation"),
+    "attention": tuple(DESIGNS),
     "schedule": ("constant", "cosine"),
     "precision": ("fp32", "bf16", "auto"),
 }
@@ -56,7 +58,8 @@ class RunConfig:
     depth: int = 2  # number of downsamplings (28 -> 14 -> 7 at depth 2)
     norm: str = "batch"  # normalisation in conv blocks: batch | group | none
     network: str = "shared"  # T=5: one network per side (shared) or one for all four frames (joint)
-    attention: str = "none"  # T=5 fusion of the two reconstructions: none (A=0.5) | motion | segmentation
+    attention: str = "none"  # T=5 fusion of the two reconstructions: a design of attention.DESIGNS
+    #   (none: A=0.5; motion: from both fields' probabilities; segmentation: from their coverage)
     disappear: bool = False  # extra class whose probability mass is not splatted (occluded pixels)
     # --- objective ---
     supervision: str = "supervised"  # supervised (cross-entropy) | unsupervised (reconstruction)

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from motioncore.attention import DESIGNS
 from motioncore.config import RunConfig
-from motioncore.motion import coverage, input_frames, motion_probs, reconstruct
+from motioncore.motion import input_frames, motion_probs, reconstruct, side_frames
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -87,11 +88,9 @@ class MotionNet(nn.Module):
         joint = c.frames == 5 and c.network == "joint"
         self.unet = UNet(4 if joint else 2, c.num_outputs * (2 if joint else 1), c.width, c.depth,
                          c.norm)
-        self.head = None
-        if c.attention == "motion":
-            self.head = AttentionHead(2 * c.num_classes)
-        elif c.attention == "segmentation":
-            self.head = AttentionHead(2, hidden=8)
+        self.design = DESIGNS[c.attention]
+        self.head = (AttentionHead(self.design.channels(c.num_classes), self.design.hidden)
+                     if self.design.features else None)
 
     def forward(self, frames: torch.Tensor) -> Output:
         n, _, h, w = frames.shape
@@ -101,7 +100,7 @@ class MotionNet(nn.Module):
         if self.network == "joint":
             logits = self.unet(frames[:, list(input_frames(5))]).view(n, 2, -1, h, w)
         else:  # one network per side, batched: frames (0, 1) -> forward, (4, 3) -> backward
-            pair = torch.cat([frames[:, [0, 1]], frames[:, [4, 3]]], dim=0)  # (2N, 2, H, W)
+            pair = torch.cat([frames[:, list(side)] for side in side_frames(5)])  # (2N, 2, H, W)
             logits = self.unet(pair).view(2, n, -1, h, w).transpose(0, 1)  # (N, 2, K', H, W)
         return Output(logits, self.attend(logits))
 
@@ -111,9 +110,8 @@ class MotionNet(nn.Module):
         if self.head is None:
             return logits.new_full((n, h, w), 0.5)
         probs = motion_probs(logits, self.num_classes)  # (N, 2, K, H, W)
-        if self.attention == "motion":
-            return self.head(probs.flatten(1, 2))  # (N, 2K, H, W) -> (N, H, W)
-        return self.head(coverage(probs, self.motion_range))  # (N, 2, H, W) -> (N, H, W)
+        features = self.design.features(probs=probs, r=self.motion_range)  # (N, C, H, W)
+        return self.head(features)  # (N, H, W)
 
 
 class Prediction(NamedTuple):

@@ -29,6 +29,12 @@ def input_frames(frames: int) -> tuple[int, ...]:
     return (0, 1) if frames == 3 else (0, 1, 3, 4)
 
 
+def side_frames(frames: int) -> tuple[tuple[int, int], ...]:
+    """Each direction's own pair of input frames, the outer one first: ((0, 1),) for T=3;
+    ((0, 1), (4, 3)) for T=5, so one network per side sees the same layout on both sides."""
+    return tuple(zip(outer_frames(frames), sources(frames), strict=True))
+
+
 def outer_frames(frames: int) -> tuple[int, ...]:
     """The frame beyond each source, away from the target: (0,) for T=3, (0, 4) for T=5."""
     return (0,) if frames == 3 else (0, 4)

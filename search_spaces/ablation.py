@@ -16,6 +16,7 @@ steps).
 
 from __future__ import annotations
 
+from motioncore.attention import DESIGNS
 from search_spaces.seed_table import UNSUPERVISED_STEPS, UNSUPERVISED_T5
 from search_spaces.space import Cell, Space
 
@@ -26,7 +27,7 @@ AXES = {
     "frames": (3, 5),
     "supervision": ("supervised", "unsupervised"),
     "noise": (0.0, 0.25, 0.5),
-    "attention": ("none", "motion", "segmentation"),
+    "attention": tuple(DESIGNS),
     "loss": ("l1", "l2"),
     "disappear": (False, True),
     "occlusion_mask": (False, True),

@@ -1,7 +1,8 @@
 """The research table, reproduced: 20 cells, each replicated over the same seeds.
 
 Supervised T=3 and unsupervised T=3 at r = 1, 2, 3, 5 (the published rows), and unsupervised
-T=5 with each attention design (none, motion, segmentation) at r = 1, 2, 3, 5.
+T=5 with each attention design (none, motion, segmentation: ``motioncore.attention.DESIGNS``)
+at r = 1, 2, 3, 5.
 
     python -m orchestrator.sweep --space seed_table --seeds 3
     python -m orchestrator.sweep --space seed_table --dry-run      # every cell, tiny budget
@@ -9,6 +10,7 @@ T=5 with each attention design (none, motion, segmentation) at r = 1, 2, 3, 5.
 
 from __future__ import annotations
 
+from motioncore.attention import DESIGNS
 from search_spaces.space import Cell, Space
 
 RANGES = (1, 2, 3, 5)
@@ -48,7 +50,7 @@ def space() -> Space:
         Cell(f"unsup_T5_{att}_r{r}", dict(UNSUPERVISED_T5, frames=5, motion_range=r,
                                           attention=att, steps=UNSUPERVISED_STEPS[r]),
              design=f"unsupervised T=5 {att}")
-        for att in ("none", "motion", "segmentation")
+        for att in DESIGNS
         for r in RANGES
     ]
     return Space(name="seed_table", description=__doc__.splitlines()[0], cells=tuple(cells),
