@@ -79,6 +79,11 @@ class SweepCallback(Callback):
                 tags=tags, reattach=self.resumed)
             if self.resumed:  # an earlier driver may have logged some of its evaluations
                 self.logged[run_id] = tracking.logged_steps(self.client, run_id)
+            if search:  # the Optuna trial names its MLflow run (what optuna-dashboard shows)
+                from orchestrator.search import link_run
+
+                link_run(f"sqlite:///{Path(self.state_file).parent.resolve()}/optuna.db", cell,
+                         trial.trial_id, run_id)
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -20,7 +20,7 @@ from motioncore.config import FIELDS
 from orchestrator import console, plan, tracking
 from orchestrator.callbacks import SweepCallback
 from orchestrator.state import SweepState
-from orchestrator.trainable import flatten, run_trial
+from orchestrator.trainable import FINAL, flatten, run_trial
 from search_spaces import Space, load
 
 
@@ -36,8 +36,7 @@ def auto_gpus(state: SweepState, space: Space, specs: list[plan.TrialSpec]) -> f
 
     heaviest = max(specs, key=lambda s: (s.config.frames, s.config.num_classes,
                                          s.config.batch_size, s.config.width))
-    largest = {k: max(spec[1]) if spec[0] == "choice" else spec[-1]
-               for k, spec in space.search.items() if k in ("width", "depth", "batch_size")}
+    largest = {k: d.largest for k, d in space.search.items() if k in ("width", "depth", "batch_size")}
     return gpu.choose(heaviest.config.replace(**largest).to_dict(), state.data_dir)
 
 
@@ -49,13 +48,6 @@ def _trial_params(state: SweepState, spec: plan.TrialSpec) -> dict[str, Any]:
 
 
 CONSTANT = ("data_dir", "threads", "checkpoint_every_s")  # the same in every trial of a sweep
-
-
-def _search_space(search: dict[str, tuple]) -> dict[str, Any]:
-    """The space's plain-data search spec as Tune distributions (sampled by Optuna)."""
-    kinds = {"loguniform": tune.loguniform, "uniform": tune.uniform,
-             "int": lambda lo, hi: tune.randint(lo, hi + 1), "choice": tune.choice}
-    return {k: kinds[spec[0]](*spec[1:]) for k, spec in search.items()}
 
 
 def _trainable(state: SweepState):
@@ -99,16 +91,25 @@ def _fit(state, name: str, make_tuner, resuming: bool):
 
 def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], commit: str,
             resuming: bool) -> dict[str, dict[str, Any]]:
-    """Optuna + ASHA in every cell at once (see ``orchestrator.search``); returns each cell's
-    best sampled values, for the cells that had a successful trial."""
+    """Each cell's own Optuna study and scheduler, all cells at once (``orchestrator.search``);
+    returns each cell's best sampled values, for the cells with a trial that ran its budget."""
     import optuna
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search import CellSchedulers, CellSearches, asha_rungs, fail_unfinished
+    from orchestrator.search import (
+        CellSchedulers,
+        CellSearches,
+        asha_rungs,
+        fail_unfinished,
+        make_sampler,
+        make_study,
+        to_optuna,
+    )
 
     samples, metric = state.samples, f"val_{space.metric}"
-    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db")
-    distributions = OptunaSearch.convert_search_space(_search_space(space.search))
+    storage = optuna.storages.RDBStorage(study_storage(state))
+    distributions = {k: to_optuna(d) for k, d in space.search.items()}
     searchers, schedulers, fixed = {}, {}, {}
     # The search trains and samples with its own seed, apart from the replicate seeds; every
     # cell's study has it, so the cells start from the same random configurations.
@@ -116,17 +117,24 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
               for s in firsts]
     for spec in firsts:
         cell = spec.cell.id
+        make_study(storage, cell, metric)
         searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
                                        study_name=f"search-{cell}", storage=storage,
-                                       seed=state.search_seed)
+                                       sampler=make_sampler(state.sampler, state.search_seed))
         # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
         # let every trial it does not stop reach that last report.
         steps = max(1, math.ceil(spec.config.steps / spec.config.eval_every))
-        asha = dict(max_t=steps + 1, grace_period=max(1, steps // 4), reduction_factor=2)
-        schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
-                                         mode="max", **asha)
+        rungs: list[int] = []
+        if state.scheduler == "asha":
+            asha = dict(max_t=steps + 1, grace_period=max(1, int(steps * state.grace_fraction)),
+                        reduction_factor=state.reduction_factor)
+            schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
+                                             mode="max", **asha)
+            rungs = asha_rungs(**asha)
+        else:
+            schedulers[cell] = FIFOScheduler()
         fixed[cell] = {**{k: v for k, v in _trial_params(state, spec).items()
-                          if k not in CONSTANT}, "checkpoint_at": asha_rungs(**asha)}
+                          if k not in CONSTANT}, "checkpoint_at": rungs}
     estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in firsts}
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
                              space=space.name, stage="search", total=samples * len(firsts),
@@ -146,12 +154,31 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     if resuming:
         fail_unfinished(storage, [f"search-{s.cell.id}" for s in firsts])
     best: dict[str, dict[str, Any]] = {}
-    for r in results:
-        if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, float("nan"))):
+    for r in results:  # a trial ASHA stopped is not a candidate: its value is an early one
+        if (r.error is None and r.metrics and r.metrics.get(FINAL)
+                and math.isfinite(r.metrics.get(metric, float("nan")))):
             cell = flatten(r.config)["cell"]
             if cell not in best or r.metrics[metric] > best[cell].metrics[metric]:
                 best[cell] = r
     return {cell: {k: r.config[k] for k in space.search if k in FIELDS} for cell, r in best.items()}
+
+
+def study_storage(state: SweepState) -> str:
+    """Where the sweep's Optuna studies live (one per searched cell): SWEEP_DIR/optuna.db."""
+    return f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db"
+
+
+def _search_outcome(state: SweepState, space: Space, client, cells: list[str]) -> None:
+    """Each searched cell's best trial, importances and history: printed, written to the sweep
+    directory, attached to the parent run."""
+    from orchestrator import outcome
+
+    summary, files = outcome.write(study_storage(state), cells, space.metric,
+                                   Path(state.sweep_dir))
+    for f in files:
+        client.log_artifact(state.parent_run_id, str(f))
+    for line in summary:
+        console.say(line)
 
 
 def _trial_name(trial) -> str:
@@ -196,6 +223,7 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
         if firsts:
             best.update(_search(state, space, exp_id, firsts, commit, resuming))
             state.save()
+            _search_outcome(state, space, client, [s.cell.id for s in firsts])
             for s in firsts:
                 if s.cell.id in best:
                     console.say(f"best in {s.cell.id}: {best[s.cell.id]}")
@@ -233,8 +261,10 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
     for f in files:
         client.log_artifact(state.parent_run_id, str(f))
     table = (out / "ablation.md").read_text()
+    found = out / "search.md"  # what the search found, under the table it chose recipes for
+    note = table + ("\n" + found.read_text() if found.exists() else "")
     tracking.finish(client, state.parent_run_id, "FINISHED", {tracking.NOTE: tracking.table_note(
-        table, state.dry_run)})
+        note, state.dry_run)})
     console.say(table)
     console.say(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them in MLflow: "
                 f"{tracking.ui_hint(state.tracking_uri, exp_id, state.parent_run_id)}")

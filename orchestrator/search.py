@@ -11,13 +11,44 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from typing import Any
 
 import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from orchestrator.trainable import flatten
+from orchestrator.trainable import FINAL, flatten
+from search_spaces.space import Dist
+
+
+def to_optuna(dist: Dist) -> optuna.distributions.BaseDistribution:
+    """A space's ``Dist`` as the Optuna distribution its study samples from."""
+    if dist.choices:
+        return optuna.distributions.CategoricalDistribution(dist.choices)
+    if dist.integer:
+        return optuna.distributions.IntDistribution(dist.low, dist.high, log=dist.log)
+    return optuna.distributions.FloatDistribution(dist.low, dist.high, log=dist.log)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """``tpe`` (Optuna's default), ``random`` (the baseline a search must beat) or ``gp``."""
+    kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+             "gp": optuna.samplers.GPSampler}
+    return kinds[name](seed=seed)
+
+
+def make_study(storage, cell: str, metric: str) -> optuna.Study:
+    """The cell's study, its objective named after the metric (what optuna-dashboard shows)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created or loaded
+    study = optuna.create_study(study_name=f"search-{cell}", storage=storage,
+                                direction="maximize", load_if_exists=True)
+    if study.metric_names != [metric]:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
+    study.set_user_attr("cell", cell)
+    return study
 
 
 class CellSearches(Searcher):
@@ -43,8 +74,17 @@ class CellSearches(Searcher):
             self.asked[cell] += 1
             self.cell_of[trial_id] = cell
         cell = self.cell_of[trial_id]
-        values = self.searchers[cell].suggest(trial_id)
-        return None if values is None else {**self.fixed[cell], **values}
+        searcher = self.searchers[cell]
+        values = searcher.suggest(trial_id)
+        if values is None:
+            return None
+        # What optuna-dashboard shows beside each trial: its cell and Tune trial (the driver's
+        # callback adds the MLflow run, ``link_run``).
+        ot_trial = getattr(searcher, "_ot_trials", {}).get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr("cell", cell)
+            ot_trial.set_user_attr("tune_trial_id", trial_id)
+        return {**self.fixed[cell], **values}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.cell_of:
@@ -58,6 +98,10 @@ class CellSearches(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         if trial_id in self.cell_of:
+            if result is not None and not result.get(FINAL):
+                # Stopped early by ASHA: Optuna records it PRUNED (at its last reported value),
+                # so an early value never passes for a final one (importances use COMPLETE only).
+                result = None
             self.searchers[self.cell_of[trial_id]].on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
@@ -110,6 +154,19 @@ def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int
     stopped trial's last checkpoint is the report it was judged on."""
     count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
     return [grace_period * reduction_factor ** k for k in range(count)]
+
+
+def link_run(storage_url: str, cell: str, tune_trial_id: str, run_id: str) -> bool:
+    """Record the MLflow run of a running search trial on its Optuna trial (``mlflow_run_id``)."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    study_id = storage.get_study_id_from_name(f"search-{cell}")
+    for t in storage.get_all_trials(study_id, deepcopy=False,
+                                    states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("tune_trial_id") == tune_trial_id:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+            return True
+    return False
 
 
 def fail_unfinished(storage, study_names: list[str]) -> int:

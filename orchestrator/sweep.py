@@ -21,6 +21,7 @@ from motioncore.config import UsageError
 from orchestrator import console, plan, preflight, tracking
 from orchestrator.state import DriverLock, SweepState, check_trusted
 from search_spaces import Space, load, names
+from search_spaces.space import SAMPLERS, SCHEDULERS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"the seed a search trains and samples with, apart from the replicate "
                         f"seeds (default {SweepState.search_seed})")
     p.add_argument("--num-samples", type=int, help="Optuna trials per cell (spaces with a search)")
+    p.add_argument("--sampler", help=f"the search's Optuna sampler: {', '.join(SAMPLERS)} "
+                                     "(default: the space's, tpe)")
+    p.add_argument("--scheduler", help=f"the search's early stopping: {', '.join(SCHEDULERS)} "
+                                       "(default: the space's, asha)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default 2)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
     p.add_argument("--gpus-per-trial",
@@ -66,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # What a new sweep chooses and a resumed one keeps: dest -> its default for a new sweep.
 CHOICES = {"space": None, "dry_run": False, "seeds": "3", "search_seed": SweepState.search_seed,
-           "num_samples": None, "max_concurrent": 2, "cpus_per_trial": 1.0, "gpus_per_trial": "0",
+           "num_samples": None, "sampler": None, "scheduler": None, "max_concurrent": 2,
+           "cpus_per_trial": 1.0, "gpus_per_trial": "0",
            "max_failures": 1, "checkpoint_every_s": 30.0, "experiment": None,
            "storage_path": None, "out": "sweeps", "data_dir": None, "cells": None, "set": None}
 
@@ -95,6 +101,11 @@ def check_args(a: argparse.Namespace) -> Space:
     except KeyError:
         raise UsageError(f"--space {a.space!r}: unknown; allowed: {', '.join(names())}") from None
     _defaults(a)
+    a.sampler, a.scheduler = a.sampler or space.sampler, a.scheduler or space.scheduler
+    for flag, value, allowed in (("--sampler", a.sampler, SAMPLERS),
+                                 ("--scheduler", a.scheduler, SCHEDULERS)):
+        if value not in allowed:
+            raise UsageError(f"{flag} {value!r}: allowed values are {', '.join(allowed)}")
     a.seeds = plan.seed_list(a.seeds)
     if not 0 <= a.search_seed < 2**63:
         raise UsageError(f"--search-seed {a.search_seed}: must be an integer >= 0")
@@ -186,6 +197,8 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
         experiment=a.experiment or space.name, search_seed=a.search_seed, code=code,
+        sampler=a.sampler, scheduler=a.scheduler, grace_fraction=space.grace_fraction,
+        reduction_factor=space.reduction_factor,
         address=a.address, storage_path=storage, data_dir=data_dir,
         sweep_dir=str(sweep_dir.resolve()))
     owns_ray = preflight.connect_ray(state)
@@ -215,7 +228,9 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         {"space": space.name, "sweep_dir": state.sweep_dir, "dry_run": str(a.dry_run),
          "git_commit": code},
         params={"space": space.name, "seeds": ",".join(map(str, a.seeds)), "dry_run": a.dry_run,
-                "search_seed": a.search_seed,
+                "search_seed": a.search_seed, "sampler": a.sampler, "scheduler": a.scheduler,
+                "asha": f"grace {space.grace_fraction:g} of the reports, reduction factor "
+                        f"{space.reduction_factor}" if a.scheduler == "asha" else "none",
                 "cells": ",".join(a.cells) if a.cells else "all",
                 "overrides": ", ".join(f"{k}={v}" for k, v in sets.items()) or "none",
                 "samples_per_cell": state.samples, "max_concurrent": a.max_concurrent},

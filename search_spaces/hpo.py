@@ -1,4 +1,4 @@
-"""Optuna (TPE) over learning rate, width, depth, batch size and weight decay, in two cells at once.
+"""Optuna over learning rate, width, depth, batch size and weight decay, in two cells at once.
 
 The cells are the research table's two hardest supervised motion ranges, r=3 and r=5: does r=5's
 deficit survive tuning each range on its own? Each cell has its own Optuna study (in the sweep
@@ -9,19 +9,20 @@ over the seeds. One cell, or the unsupervised recipe:
     python -m orchestrator.sweep --space hpo --num-samples 24 --seeds 3 --cells r3
     python -m orchestrator.sweep --space hpo --num-samples 24 --set supervision=unsupervised
     python -m orchestrator.sweep --space hpo --dry-run
+    python -m orchestrator.sweep --space hpo --sampler random --scheduler none   # the baseline
 """
 
 from __future__ import annotations
 
-from search_spaces.space import Cell, Space
+from search_spaces.space import Cell, Space, choice, integer, loguniform
 
 CELL = dict(supervision="supervised", frames=3, noise=0.0, steps=2000)
 SEARCH = {
-    "lr": ("loguniform", 3e-4, 1e-2),
-    "width": ("choice", [8, 16, 32]),
-    "depth": ("int", 1, 3),
-    "batch_size": ("choice", [32, 64, 128]),
-    "weight_decay": ("choice", [0.0, 1e-5, 1e-4, 1e-3]),
+    "lr": loguniform(3e-4, 1e-2),
+    "width": choice([8, 16, 32]),
+    "depth": integer(1, 3),
+    "batch_size": choice([32, 64, 128]),
+    "weight_decay": choice([0.0, 1e-5, 1e-4, 1e-3]),
 }
 
 

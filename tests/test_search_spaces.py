@@ -9,7 +9,17 @@ import pytest
 from motioncore.config import FIELDS, RunConfig, UsageError
 from motioncore.metrics import NAMES
 from orchestrator.plan import DRY_RUN, cell_config, seed_list, trials
+from orchestrator.state import SweepState
 from search_spaces import Space, ablation, demo, hpo, load, names, seed_table
+from search_spaces.space import (
+    SAMPLERS,
+    SCHEDULERS,
+    Dist,
+    choice,
+    integer,
+    loguniform,
+    uniform,
+)
 
 MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo, "demo": demo}
 
@@ -195,21 +205,64 @@ def test_hpo_searches_lr_width_depth_batch_size_and_weight_decay():
 def test_hpo_search_bounds_are_well_formed_and_every_value_builds_a_config():
     space = hpo.space()
     cell = space.cells[0]
-    for key, spec in space.search.items():
-        kind, *args = spec
-        if kind == "choice":
-            (values,) = args
-            assert len(values) >= 2, key
-        else:
-            lo, hi = args
-            assert kind in ("loguniform", "uniform", "int") and lo < hi, key
-            assert kind != "loguniform" or lo > 0, key
-            assert kind != "int" or (isinstance(lo, int) and isinstance(hi, int)), key
-            values = [lo, hi]
-        for value in values:
+    for key, dist in space.search.items():
+        assert isinstance(dist, Dist), key
+        for value in dist.values:
             for dry_run in (False, True):
                 cfg = cell_config(space, cell, dry_run=dry_run, sets={key: value})
                 assert getattr(cfg, key) == value
+
+
+@pytest.mark.parametrize("dist, kind, want", [
+    (loguniform(1e-4, 1e-2), "FloatDistribution", dict(low=1e-4, high=1e-2, log=True)),
+    (uniform(0.0, 0.5), "FloatDistribution", dict(low=0.0, high=0.5, log=False)),
+    (integer(1, 3), "IntDistribution", dict(low=1, high=3, log=False)),
+    (choice([8, 16, 32]), "CategoricalDistribution", dict(choices=(8, 16, 32))),
+])
+def test_a_typed_distribution_becomes_the_optuna_distribution_it_says(dist, kind, want):
+    import optuna
+
+    from orchestrator.search import to_optuna
+
+    converted = to_optuna(dist)
+    assert type(converted).__name__ == kind
+    assert {k: getattr(converted, k) for k in want} == want
+    trial = optuna.create_study().ask({"x": converted})  # Optuna samples inside the bounds
+    x = trial.params["x"]
+    assert x in dist.choices if dist.choices else dist.low <= x <= dist.high
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda: uniform(1.0, 1.0), "low < high"), (lambda: loguniform(0.0, 1.0), "low > 0"),
+    (lambda: integer(1, 2.5), "int bounds"), (lambda: choice([1]), "two or more"),
+    (lambda: choice([1, 1]), "distinct"), (lambda: uniform(0, float("inf")), "finite"),
+])
+def test_a_malformed_distribution_is_refused_when_declared(make, named):
+    with pytest.raises(ValueError, match=named):
+        make()
+
+
+def test_sampler_and_scheduler_are_each_one_line_of_a_space():
+    from orchestrator.search import make_sampler
+
+    space = hpo.space()
+    assert (space.sampler, space.scheduler) == ("tpe", "asha")  # the defaults
+    assert set(SAMPLERS) == {"tpe", "random", "gp"} and set(SCHEDULERS) == {"asha", "none"}
+    kinds = {name: type(make_sampler(name, 0)).__name__ for name in SAMPLERS}
+    assert kinds == {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler"}
+
+
+def test_the_search_choice_round_trips_through_the_sweep_state(tmp_path):
+    state = SweepState(space="hpo", dry_run=True, seeds=[3, 4], sets={}, cells=None, samples=2,
+                       max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0, max_failures=1,
+                       tracking_uri="sqlite:///x.db", experiment="hpo", address=None,
+                       storage_path=str(tmp_path / "ray"), data_dir=None,
+                       sweep_dir=str(tmp_path), sampler="random", scheduler="none",
+                       search_seed=99)
+    state.save()
+    loaded = SweepState.load(tmp_path)
+    assert (loaded.sampler, loaded.scheduler, loaded.seeds, loaded.search_seed) == (
+        "random", "none", [3, 4], 99)
 
 
 def test_the_demo_runs_research_table_recipes_and_says_its_budget_is_not_theirs():

@@ -65,6 +65,10 @@ BAD_INPUT = {
     "--cells naming nothing": (["--space", "ablation", "--cells", ","], ["--cells", "baseline"]),
     "search seed among the replicates": (["--space", "hpo", "--seeds", "3", "--search-seed", "1"],
                                          ["--search-seed 1", "0,1,2"]),
+    "unknown sampler": (["--space", "hpo", "--sampler", "cmaes"], ["--sampler 'cmaes'", "tpe, random, gp"]),
+    "unknown scheduler": (["--space", "hpo", "--scheduler", "hb"], ["--scheduler 'hb'", "asha, none"]),
+    "a resume with new choices": (["--resume", "nowhere", "--sampler", "random", "--seeds", "2"],
+                                  ["keeps every choice", "--sampler", "--seeds"]),
     "code change without resume": (["--space", "ablation", "--allow-code-change"],
                                    ["--allow-code-change", "--resume"]),
     "unreachable tracking server": (["--space", "ablation", "--tracking-uri", "http://127.0.0.1:9"],
@@ -432,7 +436,8 @@ def test_hpo_replicates_each_cells_best_optuna_trial(hpo_sweep):
     for cell in hpo_sweep.space.cells:  # each cell has its own study, and replicates its best
         study = optuna.load_study(study_name=f"search-{cell.id}",
                                   storage=f"sqlite:///{hpo_sweep.sweep_dir / 'optuna.db'}")
-        done = [t for t in study.trials if t.value is not None]
+        # a trial ASHA stopped is PRUNED and not a candidate: its value is an early one
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(study.trials) == DRY_RUN_SAMPLES and done
         best_value = max(t.value for t in done)
         run = replicates[cell.id]
@@ -441,10 +446,40 @@ def test_hpo_replicates_each_cells_best_optuna_trial(hpo_sweep):
             cell.id, chosen, [(t.value, t.params) for t in done])
     # Every search child logged the values Optuna sampled for it, inside the declared bounds.
     for run in hpo_sweep.stage("search"):
-        for key, (kind, *args) in hpo_sweep.space.search.items():
+        for key, dist in hpo_sweep.space.search.items():
             value = parse_value(key, run.data.params[key])
-            inside = (value in args[0]) if kind == "choice" else (args[0] <= value <= args[1])
+            inside = (value in dist.choices) if dist.choices else dist.low <= value <= dist.high
             assert inside, (key, value)
+
+
+def test_the_search_outcome_is_in_front_of_the_researcher(hpo_sweep):
+    """Per cell: the best trial, importances and history in the sweep directory and on the
+    parent run; the studies name their objective and link every trial to its cell, Tune trial
+    and MLflow run (what optuna-dashboard shows); the closing lines say how to open it."""
+    found = json.loads((hpo_sweep.sweep_dir / "search.json").read_text())
+    assert found["metric"] == "val_fg_net"
+    assert set(found["cells"]) == {c.id for c in hpo_sweep.space.cells}
+    for cell, o in found["cells"].items():
+        assert o["best"]["params"].keys() == hpo_sweep.space.search.keys(), cell
+        assert [h["best"] for h in o["history"]] == sorted(h["best"] for h in o["history"])
+        assert "importances" in o
+    assert (hpo_sweep.sweep_dir / "search.png").stat().st_size > 0
+    artifacts = {f.path for f in hpo_sweep.client.list_artifacts(hpo_sweep.parent.info.run_id)}
+    assert {"search.json", "search.md", "search.png"} <= artifacts
+    searched = {r.data.tags["tune_trial_id"]: r for r in hpo_sweep.stage("search")}
+    storage = f"sqlite:///{hpo_sweep.sweep_dir / 'optuna.db'}"
+    for cell in hpo_sweep.space.cells:
+        study = optuna.load_study(study_name=f"search-{cell.id}", storage=storage)
+        assert study.metric_names == ["val_fg_net"]
+        for t in study.trials:
+            run = searched[t.user_attrs["tune_trial_id"]]
+            assert t.user_attrs["cell"] == cell.id == run.data.tags["cell"]
+            assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+    assert f"optuna-dashboard {storage}" in hpo_sweep.stdout
+    assert any(line.startswith(f"search {c.id}: best val_fg_net") for c in hpo_sweep.space.cells
+               for line in hpo_sweep.stdout.splitlines())
+    params = hpo_sweep.parent.data.params
+    assert (params["sampler"], params["scheduler"]) == ("tpe", "asha")
 
 
 def test_search_trials_checkpoint_every_report_asha_may_stop_them_at(hpo_sweep):
