@@ -98,7 +98,8 @@ class SweepCallback(Callback):
         where = f"{result.get('node_id')}/{result.get('gpu_ids')}"
         if "node_id" in result and self.placed.get(trial.trial_id) != where:
             self.placed[trial.trial_id] = where
-            tags = {"ray_node_id": result["node_id"], "gpu_ids": result.get("gpu_ids") or "none"}
+            tags = {"ray_node_id": result["node_id"], "gpu_ids": result.get("gpu_ids") or "none",
+                    "machine": result.get("machine", "")}
         now_ms, step = int(time.time() * 1000), int(result.get("step", 0))
         # The final report repeats the last evaluation: log only its test metrics.
         prefix = "test_" if result.get(FINAL) else "val_"

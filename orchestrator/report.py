@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,13 @@ def rows_from_mlflow(client, exp_id: str, parent: str) -> list[dict]:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         if tags.get("stage") != "replicate":
             continue
+        info = run.info
         row = {"cell": tags.get("cell", ""), "seed": int(tags.get("seed", params.get("seed", 0))),
                "design": tags.get("design", ""),
-               "status": STATUS.get(run.info.status, run.info.status.lower()),
+               "status": STATUS.get(info.status, info.status.lower()),
+               "commit": tags.get("git_commit", ""), "machine": tags.get("machine", ""),
+               "date": time.strftime("%Y-%m-%d", time.gmtime(info.start_time / 1000)),
+               "wall_s": (info.end_time - info.start_time) / 1000 if info.end_time else None,
                "failure_reason": tags.get("failure_reason", ""), "run_id": run.info.run_id,
                "published": float(tags["published"]) if tags.get("published") else None}
         for name in FIELDS:

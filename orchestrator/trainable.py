@@ -5,6 +5,7 @@ It knows Ray (reports and checkpoints) but not MLflow: the driver logs what it r
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -37,6 +38,24 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 
+def machine(gpu_ids: list) -> str:
+    """What the trial ran on, for the record: the CPU model and cores, and the GPU if it had one."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    if gpu_ids and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
 def run_trial(params: dict[str, Any]) -> None:
     """Train one configuration; report validation metrics per period and test metrics at the end."""
     import torch
@@ -63,7 +82,8 @@ def _train_and_report(params: dict[str, Any], work: Path) -> None:
     rungs = set(params.get("checkpoint_at", ()))
     # Where the trial runs, for the MLflow tags: the Ray node and the GPU ids it was given.
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
-                 "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+                 "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+                 "machine": machine(ray.get_gpu_ids())}
 
     def report(metrics: dict[str, float]) -> None:
         """An evaluation; its checkpoint goes to Tune's storage when ``every`` seconds have

@@ -520,3 +520,25 @@ def test_report_reproduces_the_sweep_tables_from_mlflow(sweep, run_cli, tmp_path
     rebuilt = pq.read_table(tmp_path / "rep" / "results.parquet").sort_by(order)
     original = pq.read_table(sweep.sweep_dir / "results.parquet").sort_by(order)
     assert rebuilt.equals(original)
+
+
+def test_a_sweep_is_recorded_as_data_from_mlflow(ablation_sweep, tmp_path):
+    """orchestrator.record writes a row per replicate trial with its commit, machine, date, wall
+    seconds and every test metric; recording the same sweep again changes nothing."""
+    from orchestrator.record import main as record_main
+    from orchestrator.record import read
+
+    out = tmp_path / "ablation.csv"
+    args = ["--tracking-uri", ablation_sweep.uri, "--experiment", "ablation", "--out", str(out)]
+    assert record_main(args) == 0
+    first = out.read_bytes()
+    frame = read(out)
+    replicates = ablation_sweep.stage("replicate")
+    assert sorted(frame["run_id"]) == sorted(r.info.run_id for r in replicates)
+    assert (frame["status"] == "finished").all() and (frame["wall_s"] > 0).all()
+    assert frame["commit"].str.fullmatch(r"[0-9a-f]{40}(\+dirty\.[0-9a-f]{8})?").all()
+    assert frame["machine"].str.contains("cores").all()
+    assert frame["date"].str.fullmatch(r"\d{4}-\d\d-\d\d").all()
+    for name in TEST_NAMES:
+        assert frame[f"test_{name}"].notna().all(), name
+    assert record_main(args) == 0 and out.read_bytes() == first

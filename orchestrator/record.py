@@ -1,0 +1,166 @@
+"""The research record: a sweep's trials as a CSV under docs/, and the tables made from it.
+
+    python -m orchestrator.record --tracking-uri URI --experiment seed_table [--parent RUN_ID] \
+        --out docs/results/seed_table.csv          # add the sweep's trials to the record
+    python -m orchestrator.record --tables docs/results/seed_table.csv
+        # regenerate the tables of README.md and docs/results.md from the record
+
+A row per trial: cell, seed, status, commit, machine, date, wall seconds, every test metric and
+the MLflow run id. Rows are keyed by (cell, seed): a sweep adds the ones the record lacks, and
+never replaces one recorded by another run unless told to (``--overwrite``). The tables sit in
+each document between ``<!-- table:NAME -->`` and ``<!-- /table -->``; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from motioncore import cli
+from motioncore.config import METRIC_NAMES, UsageError
+from orchestrator import report, tracking
+from search_spaces import load
+
+COLUMNS = ["cell", "seed", "status", "commit", "machine", "date", "wall_s",
+           *(f"test_{m}" for m in METRIC_NAMES), "run_id"]
+SHOWN = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero")  # in %, in the generated table
+DOCS = ("README.md", "docs/results.md")
+
+
+def merge(old: pd.DataFrame, new: pd.DataFrame, overwrite: bool) -> pd.DataFrame:
+    """The record with ``new``'s rows added; a (cell, seed) recorded by another run is refused
+    unless ``overwrite``."""
+    if not old.empty and not overwrite:
+        both = old.merge(new, on=["cell", "seed"], suffixes=("_old", ""))
+        clash = both[both["run_id_old"] != both["run_id"]]
+        if len(clash):
+            first = clash.iloc[0]
+            raise UsageError(f"--out: cell {first['cell']} seed {first['seed']} is recorded from "
+                             f"run {first['run_id_old']}, and this sweep ran it again "
+                             f"({len(clash)} such rows); pass --overwrite to replace them")
+    kept = old[~old.set_index(["cell", "seed"]).index.isin(new.set_index(["cell", "seed"]).index)]
+    out = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+    return out.sort_values(["cell", "seed"]).reset_index(drop=True)[COLUMNS]
+
+
+def read(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise UsageError(f"{path}: not a readable record ({str(e).splitlines()[0][:120]})") from None
+    missing = [c for c in ("cell", "seed", "run_id") if c not in frame]
+    if missing:
+        raise UsageError(f"{path}: not a record (no column {missing[0]!r})")
+    return frame.reindex(columns=COLUMNS)
+
+
+def _cell(values: pd.Series) -> str:
+    vals = [v for v in values if isinstance(v, float | int) and math.isfinite(v)]
+    if not vals:
+        return "–"
+    mean = 100 * sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.2f} ± –"
+    std = 100 * pd.Series(vals).std(ddof=1)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def table(frame: pd.DataFrame, space_name: str) -> str:
+    """The markdown table of a space's cells from the record: mean ± std over finished seeds
+    (n = 1 shows a dash), every cell of the space, those without a trial marked so."""
+    space = load(space_name)
+    done = frame[frame["status"] == "finished"]
+    head = ["cell", "published acc", "n", *(f"{m} %" for m in SHOWN), "seeds", "commit", "machine"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in space.cells:
+        rows = done[done["cell"] == c.id]
+        pub = "–" if c.published is None else f"{c.published:g}"
+        if rows.empty:
+            lines.append(f"| `{c.id}` | {pub} | 0 | " + " | ".join("–" for _ in SHOWN)
+                         + " | not yet recorded | | |")
+            continue
+        seeds = ", ".join(str(int(s)) for s in sorted(rows["seed"]))
+        commits = ", ".join(sorted({str(x)[:7] for x in rows["commit"].dropna()}))
+        machines = "; ".join(sorted({str(x) for x in rows["machine"].dropna()}))
+        lines.append(f"| `{c.id}` | {pub} | {len(rows)} | "
+                     + " | ".join(_cell(rows[f"test_{m}"]) for m in SHOWN)
+                     + f" | {seeds} | {commits} | {machines} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_table(text: str, name: str, body: str) -> str:
+    """``text`` with the block between ``<!-- table:NAME -->`` and ``<!-- /table -->`` replaced."""
+    pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table -->)", re.S)
+    if not pattern.search(text):
+        raise UsageError(f"no <!-- table:{name} --> ... <!-- /table --> block to fill")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1)
+
+
+def write_tables(record: Path, root: Path) -> list[Path]:
+    """Fill the record's table (named after the record file, e.g. seed_table) in every doc that
+    has its block; return the documents changed."""
+    name = record.stem
+    body = table(read(record), name)
+    changed = []
+    for doc in DOCS:
+        path = root / doc
+        text = path.read_text() if path.exists() else ""
+        if f"<!-- table:{name} -->" in text:
+            new = replace_table(text, name, body)
+            if new != text:
+                path.write_text(new)
+                changed.append(path)
+    return changed
+
+
+@cli.command
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.record", description=__doc__.split("\n")[0])
+    p.add_argument("--tracking-uri")
+    p.add_argument("--experiment")
+    p.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
+    p.add_argument("--out", help="the record (CSV) the sweep's trials are added to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace rows the record holds from other runs of the same cell and seed")
+    p.add_argument("--tables", metavar="RECORD", help="regenerate the docs' tables from a record")
+    a = p.parse_args(argv)
+    if a.tables:
+        record = Path(a.tables)
+        if not record.is_file():
+            raise UsageError(f"--tables {record}: no such record")
+        try:
+            load(record.stem)
+        except KeyError:
+            raise UsageError(f"--tables {record}: named after no space (a record is "
+                             "<space>.csv)") from None
+        changed = write_tables(record, Path.cwd())
+        print("updated " + (", ".join(map(str, changed)) or "nothing (the tables are current)"))
+        return 0
+    if not (a.tracking_uri and a.experiment and a.out):
+        raise UsageError("--tracking-uri, --experiment and --out are needed to record a sweep "
+                         "(or --tables RECORD to regenerate the tables)")
+    out = cli.check_output("--out", a.out)
+    old = read(out) if out.exists() else pd.DataFrame(columns=COLUMNS)
+    client = tracking.client_for(a.tracking_uri)
+    exp = client.get_experiment_by_name(a.experiment)
+    if exp is None:
+        raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
+    parent = (report.check_parent(client, exp, a.parent) if a.parent
+              else report.latest_parent(client, exp.experiment_id))
+    rows = report.rows_from_mlflow(client, exp.experiment_id, parent)
+    if not rows:
+        raise UsageError(f"sweep {parent}: has no replicate trial to record")
+    new = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    merged = merge(old, new, a.overwrite)
+    merged.to_csv(out, index=False, float_format="%.6g")
+    print(f"recorded {len(new)} trials of sweep {parent} in {out} ({len(merged)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

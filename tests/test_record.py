@@ -1,0 +1,86 @@
+"""The research record (orchestrator/record.py): merging a sweep's trials, and the tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from motioncore.config import UsageError
+from orchestrator.record import COLUMNS, main, merge, read, replace_table, table
+
+
+def rows(*specs: tuple[str, int, str, float]) -> pd.DataFrame:
+    """(cell, seed, run_id, acc_fg) -> record rows, every other test metric fixed."""
+    out = []
+    for cell, seed, run_id, acc_fg in specs:
+        out.append({"cell": cell, "seed": seed, "status": "finished", "commit": "abcdef123",
+                    "machine": "AMD EPYC, 2 cores", "date": "2026-12-02", "wall_s": 100.0,
+                    "test_acc": 0.99, "test_acc_fg": acc_fg, "test_fg_net": acc_fg - 0.01,
+                    "test_bg_motion": 0.002, "test_acc_zero": 0.81, "run_id": run_id})
+    return pd.DataFrame(out).reindex(columns=COLUMNS)
+
+
+def test_a_sweep_adds_the_trials_the_record_lacks():
+    old = rows(("sup_T3_r1", 0, "a", 0.98))
+    merged = merge(old, rows(("sup_T3_r1", 1, "b", 0.97), ("sup_T3_r2", 0, "c", 0.99)), False)
+    assert list(zip(merged["cell"], merged["seed"], merged["run_id"], strict=True)) == [
+        ("sup_T3_r1", 0, "a"), ("sup_T3_r1", 1, "b"), ("sup_T3_r2", 0, "c")]
+    assert merge(old, rows(("sup_T3_r1", 0, "a", 0.98)), False)["run_id"].tolist() == ["a"]
+
+
+def test_a_recorded_trial_is_replaced_only_when_asked():
+    old = rows(("sup_T3_r1", 0, "a", 0.98))
+    again = rows(("sup_T3_r1", 0, "z", 0.90))
+    with pytest.raises(UsageError, match="sup_T3_r1 seed 0 is recorded from run a.*--overwrite"):
+        merge(old, again, False)
+    assert merge(old, again, True)["run_id"].tolist() == ["z"]
+
+
+def test_the_table_is_mean_and_std_over_finished_seeds_with_every_cell_of_the_space():
+    frame = rows(("sup_T3_r1", 0, "a", 0.98), ("sup_T3_r1", 1, "b", 0.96),
+                 ("sup_T3_r2", 0, "c", 0.99))
+    frame.loc[len(frame)] = {**rows(("sup_T3_r2", 1, "d", 0.10)).iloc[0], "status": "failed"}
+    text = table(frame, "seed_table")
+    by_cell = {line.split("|")[1].strip(): [x.strip() for x in line.split("|")[2:-1]]
+               for line in text.splitlines()[2:]}
+    assert len(by_cell) == 20  # every cell of the research table, recorded or not
+    r1 = by_cell["`sup_T3_r1`"]
+    assert r1[:4] == ["100", "2", "99.00 ± 0.00", "97.00 ± 1.41"]  # published, n, acc, acc_fg
+    assert by_cell["`sup_T3_r2`"][1:4] == ["1", "99.00 ± –", "99.00 ± –"]  # one seed: no std
+    assert by_cell["`unsup_T3_r5`"][1:3] == ["0", "–"] and "not yet recorded" in text
+
+
+def test_only_the_tables_block_is_replaced():
+    text = "intro\n<!-- table:seed_table -->\nold\n<!-- /table -->\nafter\n"
+    assert replace_table(text, "seed_table", "new\n") == (
+        "intro\n<!-- table:seed_table -->\nnew\n<!-- /table -->\nafter\n")
+    with pytest.raises(UsageError, match="table:ablation"):
+        replace_table(text, "ablation", "x")
+
+
+def test_the_tables_command_regenerates_the_docs_from_the_record(tmp_path, monkeypatch, capsys):
+    record = tmp_path / "docs" / "results" / "seed_table.csv"
+    record.parent.mkdir(parents=True)
+    rows(("unsup_T3_r3", 3, "a", 0.96), ("unsup_T3_r3", 4, "b", 0.97)).to_csv(record, index=False)
+    block = "<!-- table:seed_table -->\nstale\n<!-- /table -->\n"
+    (tmp_path / "README.md").write_text("# front\n" + block + "rest\n")
+    (tmp_path / "docs" / "results.md").write_text("# results\n" + block)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--tables", str(record)]) == 0
+    for doc in ("README.md", "docs/results.md"):
+        text = (tmp_path / doc).read_text()
+        assert "stale" not in text and "| `unsup_T3_r3` | 93 | 2 |" in text
+        assert "96.50 ± 0.71" in text and "3, 4" in text
+    assert (tmp_path / "README.md").read_text().endswith("<!-- /table -->\nrest\n")
+    assert main(["--tables", str(record)]) == 0  # run again: nothing changes
+    assert "the tables are current" in capsys.readouterr().out
+    assert len(read(record)) == 2
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--tables", "nowhere.csv"], "no such record"),
+    (["--experiment", "x"], "--tracking-uri, --experiment and --out"),
+])
+def test_bad_record_commands_are_one_line(args, named, capsys):
+    assert main(args) == 2
+    assert named in capsys.readouterr().err
