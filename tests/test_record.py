@@ -84,3 +84,16 @@ def test_the_tables_command_regenerates_the_docs_from_the_record(tmp_path, monke
 def test_bad_record_commands_are_one_line(args, named, capsys):
     assert main(args) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("curve, within, want", [
+    ([(100, 50.0), (200, 80.0), (300, 90.0), (400, 90.2), (500, 90.1)], 0.5, 300),
+    ([(100, 50.0), (200, 80.0), (300, 90.0)], 0.5, 300),  # still rising: the last evaluation
+    ([(100, 90.0), (200, 95.0), (300, 90.2)], 0.5, 300),  # a dip and back is not a plateau
+    ([(100, 90.0), (200, 90.3)], 0.5, 100),
+    ([], 0.5, None),
+])
+def test_a_plateau_is_where_every_later_evaluation_stays_near_the_last(curve, within, want):
+    from orchestrator.curves import plateau_step
+
+    assert plateau_step(curve, within) == want

@@ -542,3 +542,16 @@ def test_a_sweep_is_recorded_as_data_from_mlflow(ablation_sweep, tmp_path):
     for name in TEST_NAMES:
         assert frame[f"test_{name}"].notna().all(), name
     assert record_main(args) == 0 and out.read_bytes() == first
+
+
+def test_the_curves_study_reads_every_cells_plateau_from_mlflow(ablation_sweep, tmp_path, capsys):
+    from orchestrator.curves import main as curves_main
+
+    out = tmp_path / "curves.json"
+    assert curves_main(["--tracking-uri", ablation_sweep.uri, "--experiment", "ablation",
+                        "--json", str(out)]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert set(cells) == {r.data.tags["cell"] for r in ablation_sweep.stage("replicate")}
+    for c in cells.values():  # steps=4, eval_every=2 (SETS): evaluations at steps 2 and 4
+        assert c["steps"] == 4 and c["plateau"] in (2, 4)
+    assert "budget     4  plateau" in capsys.readouterr().out
