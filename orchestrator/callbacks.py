@@ -17,7 +17,7 @@ class SweepCallback(Callback):
 
     def __init__(self, state_file: str, exp_id: str, parent: str, *, space: str, stage: str,
                  total: int, commit: str, estimates: dict[str, float] | None = None,
-                 planned: float = 0.0, dry_run: bool = False):
+                 planned: float = 0.0, dry_run: bool = False, watchdog=None):
         """``estimates``: the plan's seconds for one trial of each cell; ``planned``: their sum
         over the stage's trials. The time left is the plan's remainder, scaled by how long the
         finished trials took against their estimates (concurrency and machine speed included)."""
@@ -26,6 +26,7 @@ class SweepCallback(Callback):
         self.state_file, self.exp_id, self.parent = state_file, exp_id, parent
         self.space, self.stage, self.total, self.commit = space, stage, total, commit
         self.dry_run = dry_run
+        self.watchdog = watchdog  # a Watchdog ending stalled trials: it knows why they failed
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         # MLflow run id -> prefix ("val_", "test_") -> the last step logged. A retried or resumed
         # trial trains again from its last checkpoint, which may be older than its last logged
@@ -54,7 +55,7 @@ class SweepCallback(Callback):
     def __setstate__(self, state):
         # A sweep started by an older version: its callback had no step record and kept the
         # placed trials in a set (they are tagged again on their next report).
-        state = {"logged": {}, **state, "resumed": True}
+        state = {"logged": {}, "watchdog": None, **state, "resumed": True}
         if not isinstance(state.get("placed"), dict):
             state["placed"] = {}
         self.__dict__.update(state)
@@ -123,7 +124,7 @@ class SweepCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        reason = _error_reason(trial)
+        reason = (self.watchdog and self.watchdog.reason(trial.trial_id)) or _error_reason(trial)
         tracking.finish(self.client, run_id, "FAILED", {"failure_reason": reason})
         self._line(trial, f"FAILED: {reason}", trial.last_result or {})
 

@@ -21,6 +21,7 @@ from orchestrator import console, plan, tracking
 from orchestrator.callbacks import SweepCallback
 from orchestrator.state import SweepState
 from orchestrator.trainable import FINAL, flatten, run_trial
+from orchestrator.watchdog import Watchdog, limit_s
 from search_spaces import Space, load
 
 
@@ -69,13 +70,25 @@ def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.R
     # design; Tune would warn about it after every few trials of seconds on a GPU.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
+    watch = [callback.watchdog] if callback.watchdog else []
     return tune.RunConfig(
-        name=name, storage_path=state.storage_path, callbacks=[callback, *loggers], verbose=0,
+        name=name, storage_path=state.storage_path, callbacks=[callback, *watch, *loggers],
+        verbose=0,
         failure_config=tune.FailureConfig(max_failures=state.max_failures),
         # Three kept checkpoints, at most one per --checkpoint-every-s, and a 2 s experiment
         # snapshot: a driver killed between a new checkpoint and the next snapshot still finds
         # the one the snapshot names.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3))
+
+
+def _watchdog(state: SweepState, specs: list[plan.TrialSpec]) -> Watchdog:
+    """Per cell, how long a trial may go without reporting: ``--trial-timeout-s``, or a
+    generous multiple of the plan's estimate of one evaluation period."""
+    def reports(c) -> int:
+        return math.ceil(c.steps / c.eval_every) + 1
+
+    return Watchdog({s.cell.id: state.trial_timeout_s or limit_s(
+        plan.estimate_seconds(s.config), reports(s.config)) for s in specs})
 
 
 def _fit(state, name: str, make_tuner, resuming: bool):
@@ -139,7 +152,8 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
                              space=space.name, stage="search", total=samples * len(firsts),
                              commit=commit, estimates=estimates,
-                             planned=samples * sum(estimates.values()), dry_run=state.dry_run)
+                             planned=samples * sum(estimates.values()), dry_run=state.dry_run,
+                             watchdog=_watchdog(state, firsts))
     constant = {k: v for k, v in _trial_params(state, firsts[0]).items() if k in CONSTANT}
 
     def make():
@@ -240,7 +254,7 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
                              space=space.name, stage="replicate", total=len(specs), commit=commit,
                              estimates=estimates,
                              planned=sum(estimates[s.cell.id] for s in specs),
-                             dry_run=state.dry_run)
+                             dry_run=state.dry_run, watchdog=_watchdog(state, specs))
     grid = [_trial_params(state, s) for s in specs]
 
     def make():

@@ -47,6 +47,7 @@ class SweepState:
     scheduler: str = "asha"  # its early stopping: asha | none
     grace_fraction: float = 0.25  # ASHA: the fraction of its reports a trial runs at least
     reduction_factor: int = 2  # ASHA: a rung keeps 1 / reduction_factor of its trials
+    trial_timeout_s: float = 0.0  # a trial not reporting this long is ended (0: from the plan)
     code: str = ""  # the code the sweep runs (tracking.git_commit()); a resume on other code is refused
 
     @property

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="GPUs per trial: a fraction (default 0), or auto (probe one trial, pack "
                         "by memory)")
     p.add_argument("--max-failures", type=int, help="retries of a failing trial (default 1)")
+    p.add_argument("--trial-timeout-s", type=float, metavar="S",
+                   help="end a trial that has not reported for S seconds, and retry it (default: "
+                        "5x the plan's estimate of an evaluation period, plus 300 s)")
     p.add_argument("--checkpoint-every-s", type=float, metavar="S",
                    help="seconds of training between a trial's checkpoints, at its evaluations "
                         "(default 30; 0: every evaluation; the last is always kept)")
@@ -73,13 +76,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 CHOICES = {"space": None, "dry_run": False, "seeds": "3", "search_seed": SweepState.search_seed,
            "num_samples": None, "sampler": None, "scheduler": None, "max_concurrent": 2,
            "cpus_per_trial": 1.0, "gpus_per_trial": "0",
-           "max_failures": 1, "checkpoint_every_s": 30.0, "experiment": None,
+           "max_failures": 1, "trial_timeout_s": 0.0, "checkpoint_every_s": 30.0,
+           "experiment": None,
            "storage_path": None, "out": "sweeps", "data_dir": None, "cells": None, "set": None}
 
 
 def _given(a: argparse.Namespace) -> list[str]:
     """The choices of ``CHOICES`` given on the command line, as flags."""
-    return ["--" + k.replace("_", "-") for k in CHOICES if getattr(a, k) not in (None, False)]
+    return ["--" + k.replace("_", "-") for k in CHOICES
+            if getattr(a, k) is not None and getattr(a, k) is not False]
 
 
 def _defaults(a: argparse.Namespace) -> None:
@@ -119,6 +124,9 @@ def check_args(a: argparse.Namespace) -> Space:
             raise UsageError(f"{flag} {value}: must be >= {low}")
     if a.num_samples is not None and a.num_samples < 1:
         raise UsageError(f"--num-samples {a.num_samples}: must be >= 1")
+    if not (math.isfinite(a.trial_timeout_s) and a.trial_timeout_s >= 0):
+        raise UsageError(f"--trial-timeout-s {a.trial_timeout_s}: must be a number of seconds "
+                         ">= 0 (0: from the plan's estimate)")
     if not (math.isfinite(a.checkpoint_every_s) and a.checkpoint_every_s >= 0):
         raise UsageError(f"--checkpoint-every-s {a.checkpoint_every_s}: must be a number >= 0")
     if not (math.isfinite(a.cpus_per_trial) and a.cpus_per_trial > 0):
@@ -196,6 +204,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
         samples=samples_for(space, a), max_concurrent=a.max_concurrent,
         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
+        trial_timeout_s=a.trial_timeout_s,
         experiment=a.experiment or space.name, search_seed=a.search_seed, code=code,
         sampler=a.sampler, scheduler=a.scheduler, grace_fraction=space.grace_fraction,
         reduction_factor=space.reduction_factor,

@@ -253,3 +253,22 @@ def test_dry_run_on_a_two_node_cluster_packs_gpus_and_logs_to_a_server(two_nodes
     # Fractional GPUs: every trial got a (logical) GPU id, shared by up to two trials per node.
     assert all(r.data.tags["gpu_ids"] in ("0",) for r in children), [
         r.data.tags["gpu_ids"] for r in children]
+
+
+def test_a_stalled_trial_is_ended_retried_and_recorded_and_the_sweep_goes_on(tmp_path):
+    """A trial whose process stops (SIGSTOP: as a deadlock, it is alive but never reports) is
+    ended by the driver's watchdog after --trial-timeout-s, retried, and recorded failed with
+    the reason; the other cell finishes and the sweep ends normally."""
+    started = time.monotonic()
+    out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", "baseline,loss=l2",
+                       "--max-failures", "1", "--trial-timeout-s", "20", "--out", "out", *_sets(),
+                       env=drill_env("loss=l2:stall")), timeout=400)
+    assert time.monotonic() - started < 300, out[-3000:]
+    assert re.search(r"replicate loss=l2 seed 0: FAILED: stalled: no report for \d+ s", out), out[-3000:]
+    uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
+    parents, children = _runs(uri, "ablation")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_cell = {r.data.tags["cell"]: r for r in children}
+    assert by_cell["baseline"].info.status == "FINISHED"
+    assert by_cell["loss=l2"].info.status == "FAILED"
+    assert by_cell["loss=l2"].data.tags["failure_reason"].startswith("stalled: no report for")

@@ -65,6 +65,8 @@ BAD_INPUT = {
     "--cells naming nothing": (["--space", "ablation", "--cells", ","], ["--cells", "baseline"]),
     "search seed among the replicates": (["--space", "hpo", "--seeds", "3", "--search-seed", "1"],
                                          ["--search-seed 1", "0,1,2"]),
+    "negative trial timeout": (["--space", "ablation", "--trial-timeout-s", "-5"],
+                               ["--trial-timeout-s -5", ">= 0"]),
     "unknown sampler": (["--space", "hpo", "--sampler", "cmaes"], ["--sampler 'cmaes'", "tpe, random, gp"]),
     "unknown scheduler": (["--space", "hpo", "--scheduler", "hb"], ["--scheduler 'hb'", "asha, none"]),
     "a resume with new choices": (["--resume", "nowhere", "--sampler", "random", "--seeds", "2"],

@@ -7,7 +7,8 @@ A run whose config has FIELD=VALUE then fails inside torch, and the product's ow
 
 - ``raise``: the optimiser step raises RuntimeError;
 - ``nan``: each optimiser step leaves a NaN weight, so the training loop meets a NaN loss;
-- ``nospace``: ``torch.save`` raises ENOSPC, as on a full disk, so checkpoint writes fail.
+- ``nospace``: ``torch.save`` raises ENOSPC, as on a full disk, so checkpoint writes fail;
+- ``stall``: the process stops itself (SIGSTOP) after an optimiser step, as a deadlock would.
 
 The product reads no fault switch. This module stays lazy: without ``DRILL_FAULTS`` it does
 nothing, and with it, it only imports torch (and patches) once ``motioncore.train`` is imported,
@@ -20,6 +21,7 @@ import errno
 import importlib.abc
 import importlib.machinery
 import os
+import signal
 import sys
 
 FAULTS = [item.rpartition(":") for item in filter(None, os.environ.get("DRILL_FAULTS", "").split(","))]
@@ -50,6 +52,8 @@ def arm(module) -> None:
             raise RuntimeError("injected fault: the optimiser step failed (tests/drills)")
 
     def after_step(optimizer, args, kwargs):
+        if "stall" in active:
+            os.kill(os.getpid(), signal.SIGSTOP)
         if "nan" in active:
             with torch.no_grad():
                 optimizer.param_groups[0]["params"][0].fill_(float("nan"))
