@@ -30,7 +30,39 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def weights_mismatch(model: torch.nn.Module, weights) -> str | None:
+    """How ``weights`` (a state dict) do not fit ``model``, in a few words; None when they fit."""
+    if not isinstance(weights, dict):
+        return f"its weights are a {type(weights).__name__}, not a state dict"
+    own = model.state_dict()
+    shape = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    odd = ([f"{k} is missing from the checkpoint" for k in own if k not in weights]
+           + [f"the checkpoint's {k} is not in the network" for k in weights if k not in own]
+           + [f"{k} is {shape.get(k)} in the checkpoint, {tuple(v.shape)} in the network"
+              for k, v in own.items() if k in weights and shape.get(k) != tuple(v.shape)])
+    if not odd:
+        return None
+    return odd[0] + (f" (and {len(odd) - 1} more)" if len(odd) > 1 else "")
+
+
+def load_weights(model: torch.nn.Module, weights, config: RunConfig, path) -> None:
+    """``model.load_state_dict(weights)``, or a ``UsageError`` saying that the weights are not
+    the network the checkpoint's own config describes (an edited config, or a checkpoint of
+    another version of motioncore) and naming the first tensor that differs."""
+    odd = weights_mismatch(model, weights)
+    if odd:
+        raise UsageError(f"checkpoint {path}: its weights are not those of the network its "
+                         "config describes (" + ", ".join(f"{k}={getattr(config, k)}" for k in
+                                                          ARCHITECTURE) + f"): {odd}")
+    model.load_state_dict(weights)
+
+
+ARCHITECTURE = ("frames", "motion_range", "disappear", "width", "depth", "norm", "network",
+                "attention")  # the config fields that shape the network's weights
+
 RESULTS = ("checkpoint.pt", "metrics.json")  # a directory holding either holds a run
+# Every file motioncore.train writes into a run directory (checkpoint.tmp: a save in progress).
+RUN_FILES = ("config.json", "checkpoint.tmp", "panel.png", "classes.png", *RESULTS)
 
 
 def check_out(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> None:
@@ -49,3 +81,11 @@ def check_out(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) ->
             raise UsageError(f"--resume: {ckpt} was written by a different config (differs in "
                              f"{', '.join(changed)}); drop those flags or use another --out")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def clear_run(out: Path) -> None:
+    """Remove the run in ``out`` (``--overwrite``), before the new run writes anything: a new
+    run that fails or is stopped then leaves only its own files, never a mixture of two runs.
+    Other files in ``out`` are the user's and stay."""
+    for name in RUN_FILES:  # the results last: an interrupted clear still reads as a run
+        (out / name).unlink(missing_ok=True)

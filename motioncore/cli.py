@@ -12,6 +12,7 @@ traceback, and status 1. Ctrl-C ends with status 130 and no traceback; so does a
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
@@ -35,6 +36,38 @@ def error_line(e: BaseException) -> str:
     return f"error: {text[0] if text else type(e).__name__}"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes (an unknown flag, a missing or malformed value) end like every
+    other user error, in one line naming the flag and status 2, not argparse's usage block.
+
+    Its ``parse_args`` must run inside a ``@command`` ``main``, which prints the line."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: the system's available memory, or less under a
+    cgroup (container) limit."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit
+    return max(free, 0)
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 def check_output(flag: str, path: str | os.PathLike, *, directory: bool = False) -> Path:
     """Refuse an output location that cannot be created or written, before any work starts.
 
@@ -54,6 +87,13 @@ def check_output(flag: str, path: str | os.PathLike, *, directory: bool = False)
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: {probe} is not writable")
     return path
+
+
+def check_npz(flag: str, path: str | os.PathLike) -> None:
+    """Refuse an .npz output named otherwise: NumPy would add ".npz" and write another file."""
+    if Path(path).suffix != ".npz":
+        raise UsageError(f"{flag} {path}: the output is an .npz archive; give a name ending "
+                         "in .npz")
 
 
 def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:

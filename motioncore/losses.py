@@ -99,6 +99,11 @@ def usage(*, probs: torch.Tensor) -> torch.Tensor:
 # --- the quantities the terms take ---------------------------------------------------------
 
 
+def _part(pair: str, index: int, doc: str) -> property:
+    """One of the two values (per direction, fused) that the cached ``pair`` computes at once."""
+    return property(lambda self: getattr(self, pair)[index], doc=doc)
+
+
 class Quantities:
     """Every named input of a term, each computed once, when a term first asks for it.
 
@@ -133,13 +138,8 @@ class Quantities:
     def _soft(self) -> tuple[torch.Tensor, torch.Tensor]:
         return motion.reconstruct(self.frames, self.probs, self.attention, self.r)
 
-    @property
-    def per_dir(self) -> torch.Tensor:  # (N, D, H, W)
-        return self._soft[0]
-
-    @property
-    def fused(self) -> torch.Tensor:  # (N, H, W)
-        return self._soft[1]
+    per_dir = _part("_soft", 0, "(N, D, H, W): each direction's soft reconstruction")
+    fused = _part("_soft", 1, "(N, H, W): the fused soft reconstruction")
 
     @cached_property
     def target_dir(self) -> torch.Tensor:  # (N, D, H, W): what each direction rebuilds alone
@@ -149,13 +149,8 @@ class Quantities:
     def _soft_masks(self):
         return self._masks(self.probs)
 
-    @property
-    def mask_dir(self):
-        return self._soft_masks[0]
-
-    @property
-    def mask_fused(self):
-        return self._soft_masks[1]
+    mask_dir = _part("_soft_masks", 0, "per direction: the pixels the soft splat covers once")
+    mask_fused = _part("_soft_masks", 1, "the pixels either direction covers once")
 
     @cached_property
     def reversed_pred(self) -> torch.Tensor:  # (N, D, H, W)
@@ -179,25 +174,15 @@ class Quantities:
         hard_probs = self._onehot + self.probs - self.probs.detach()
         return motion.reconstruct(self.frames, hard_probs, self.attention, self.r)
 
-    @property
-    def hard_dir(self) -> torch.Tensor:
-        return self._hard[0]
-
-    @property
-    def hard_fused(self) -> torch.Tensor:
-        return self._hard[1]
+    hard_dir = _part("_hard", 0, "(N, D, H, W): each direction's argmax reconstruction")
+    hard_fused = _part("_hard", 1, "(N, H, W): the fused argmax reconstruction")
 
     @cached_property
     def _hard_masks(self):
         return self._masks(self._onehot)
 
-    @property
-    def mask_hard_dir(self):
-        return self._hard_masks[0]
-
-    @property
-    def mask_hard_fused(self):
-        return self._hard_masks[1]
+    mask_hard_dir = _part("_hard_masks", 0, "per direction: the pixels the argmax covers once")
+    mask_hard_fused = _part("_hard_masks", 1, "the pixels either argmax direction covers once")
 
 
 # Every name a term may take: the inputs and the quantities computed from them.

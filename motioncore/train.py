@@ -8,7 +8,6 @@ step s is the sequence range [s*B, (s+1)*B) of the seeded stream, so nothing els
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -22,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from motioncore import cli, mnist, precision, viz
-from motioncore.checkpoint import check_out, load_checkpoint
+from motioncore.checkpoint import check_out, clear_run, load_checkpoint, weights_mismatch
 from motioncore.config import (
     LR_FLOOR,
     WARMUP_STEPS,
@@ -191,7 +190,9 @@ class Trainer:
             self.step, self.history = int(state["step"]), list(state["history"])
             torch.set_rng_state(state["rng"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            # load_state_dict's first line names no tensor: say which one does not fit
+            reason = weights_mismatch(self.model, state.get("model")) or (
+                str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise UsageError(f"checkpoint {path} does not fit this model and optimiser "
                              f"({reason})") from None
 
@@ -293,8 +294,8 @@ def read_config(path: str) -> RunConfig:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m motioncore.train",
-                                description="Train one motion network and evaluate it on test.")
+    p = cli.ArgumentParser(prog="python -m motioncore.train",
+                           description="Train one motion network and evaluate it on test.")
     p.add_argument("--out", required=True,
                    help="directory for checkpoint.pt, metrics.json, panel.png, classes.png")
     p.add_argument("--data-dir", help=f"MNIST directory (default ${mnist.ENV_VAR} or the cache)")
@@ -313,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     mnist.load_split("train", args.data_dir)  # missing or corrupt MNIST: before anything is written
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.overwrite and not args.resume:
+        clear_run(out)  # every check passed: the old run goes before the new one writes a file
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     started = time.perf_counter()
     trainer, test = fit(config, data_dir=args.data_dir, checkpoint=out / "checkpoint.pt",

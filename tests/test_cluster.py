@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -146,3 +149,37 @@ def test_the_clusters_mlflow_server_keeps_runs_in_a_database_ray_down_leaves(clu
     assert "--backend-store-uri $MOTIONCORE_MLFLOW_DB" in head
     assert "sqlite" not in (ROOT / "cluster.yaml").read_text()
     assert "psycopg2-binary" in setup  # MLflow's PostgreSQL driver
+
+
+def _listening_on(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp* gives them) of sockets listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for row in list(f)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    found.add(local.rsplit(":", 1)[0])
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's socket tables")
+def test_a_local_sweep_starts_its_own_ray_listening_on_loopback_only(monkeypatch):
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # a cluster someone else named: not joined
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    state = SimpleNamespace(address=None, cpus_per_trial=1.0, gpus_per_trial=0.0)
+    assert preflight.connect_ray(state)
+    try:
+        node = ray.nodes()[0]
+        assert node["NodeManagerAddress"] == "127.0.0.1"
+        ports = [int(ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]),
+                 node["NodeManagerPort"], node["ObjectManagerPort"]]
+        for port in ports:
+            hosts = _listening_on(port)
+            # 127.0.0.1, alone or IPv4-mapped in an IPv6 socket; never all interfaces
+            assert hosts and all(h.endswith("0100007F") for h in hosts), (port, hosts)
+    finally:
+        ray.shutdown()
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ  # only Ray's processes had it

@@ -7,6 +7,7 @@ it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,9 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
+from motioncore import cli
+from motioncore.checkpoint import load_checkpoint
 from motioncore.data import main as data_main
 from motioncore.predict import main as predict_main
 from motioncore.train import main as train_main
@@ -29,6 +34,8 @@ from orchestrator.sweep import main as sweep_main
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--width", "4", "--depth", "1", "--steps", "4", "--eval-every", "2", "--val-size", "16",
         "--test-size", "16", "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+# Per-trial resources no node of a local Ray on this machine has.
+TOO_MANY_CPUS, TOO_MANY_GPUS = str(os.cpu_count() + 1), str(torch.cuda.device_count() + 1)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -61,11 +68,11 @@ def recorded(tmp_path_factory) -> dict:
     (bad / "list.json").write_text("[1, 2]")
     (bad / "truncated.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:300])
     (bad / "a-file").write_text("")
-    import numpy as np
-
     np.savez(bad / "frames.npz", frames=np.zeros((1, 3, 28, 28), np.float32))
     np.save(bad / "strings.npy", np.array([["a"]]))
     np.save(bad / "frames.npy", np.zeros((1, 3, 28, 28), np.float32))
+    state_of_run = load_checkpoint(run / "checkpoint.pt")  # weights for width 4, config says 8
+    torch.save({**state_of_run, "config": {**state_of_run["config"], "width": 8}}, bad / "arch.pt")
     for d in ("truncated", "edited", "moved"):
         copy = root / d
         copy.mkdir()
@@ -109,6 +116,9 @@ CASES = [
     _case("train --out is a file", train_main, ["--out", "{bad}/a-file", *TINY], "a-file", "not a directory"),
     _case("train --resume truncated checkpoint", train_main,
           ["--out", "{root}/resume-bad", "--resume", *TINY], "cannot be loaded", "checkpoint.pt"),
+    _case("train unknown flag", train_main, ["--out", "{root}/t6", "--lr-max", "1"],
+          "unrecognized arguments: --lr-max", "--help"),
+    _case("train without --out", train_main, [], "required: --out"),
     # motioncore.predict
     _case("predict npz frames", predict_main, ["--checkpoint", "{run}/checkpoint.pt", "--frames",
                                                "{bad}/frames.npz", "--out", "{root}/p.npz"], ".npz"),
@@ -120,10 +130,32 @@ CASES = [
     _case("predict --out in a missing directory", predict_main,
           ["--checkpoint", "{run}/checkpoint.pt", "--frames", "{bad}/frames.npy", "--out",
            "{root}/no/such/p.npz"], "does not exist"),
+    _case("predict --out not .npz", predict_main, ["--checkpoint", "{run}/checkpoint.pt", "--frames",
+                                                   "{bad}/frames.npy", "--out", "{root}/p.pt"],
+          "--out", "p.pt", "ending in .npz"),
+    _case("predict onto an existing file", predict_main,
+          ["--checkpoint", "{run}/checkpoint.pt", "--frames", "{bad}/frames.npy", "--out",
+           "{bad}/frames.npz"], "frames.npz", "already exists", "--overwrite"),
+    _case("predict checkpoint of another architecture", predict_main,
+          ["--checkpoint", "{bad}/arch.pt", "--frames", "{bad}/frames.npy", "--out", "{root}/p.npz"],
+          "arch.pt", "config describes", "width=8", "unet.down.0.0.weight is (4, 2, 3, 3)"),
+    _case("predict without --frames", predict_main, ["--checkpoint", "{run}/checkpoint.pt", "--colour",
+                                                     "red", "--out", "{root}/p.npz"],
+          "required: --frames"),
     # motioncore.data
     _case("data --out in a missing directory", data_main, ["--n", "4", "--out", "{root}/no/x.npz"],
           "--out", "does not exist"),
     _case("data --png under a file", data_main, ["--n", "4", "--png", "{bad}/a-file/x.png"], "--png"),
+    _case("data --start negative", data_main, ["--n", "4", "--start", "-5"], "--start -5", ">= 0"),
+    _case("data --seed negative", data_main, ["--n", "4", "--seed", "-1"], "--seed -1", ">= 0"),
+    _case("data --start not an integer", data_main, ["--n", "4", "--start", "1e23"],
+          "--start", "invalid int value: '1e23'"),
+    _case("data --start beyond int64", data_main, ["--n", "4", "--start", str(10**23)],
+          f"--start {10**23}", "2**63"),
+    _case("data --n beyond memory", data_main, ["--n", "100000000"], "--n 100000000",
+          "is available; at most", "--start"),
+    _case("data --out not .npz", data_main, ["--n", "4", "--out", "{root}/x.pt"], "x.pt", ".npz"),
+    _case("data --n without a value", data_main, ["--n"], "--n", "expected one argument"),
     # orchestrator.sweep
     _case("sweep --set seed", sweep_main, ["--space", "demo", "--set", "seed=3"], "--seeds"),
     _case("sweep --checkpoint-every-s -1", sweep_main,
@@ -144,6 +176,16 @@ CASES = [
     _case("resume a hand-edited sweep.json", sweep_main, ["--resume", "{root}/edited"], "colour"),
     _case("resume a directory without sweep.json", sweep_main, ["--resume", "{bad}"], "no sweep.json"),
     _case("resume a copied sweep directory", sweep_main, ["--resume", "{root}/moved"], "belongs to sweep"),
+    # orchestrator.sweep, refused once Ray is up (a local Ray: no autoscaler to add nodes)
+    _case("sweep --cpus-per-trial beyond every node", sweep_main,
+          ["--space", "demo", "--out", "{root}/s", "--cpus-per-trial", TOO_MANY_CPUS],
+          f"--cpus-per-trial {TOO_MANY_CPUS}", "the most CPUs one node"),
+    _case("sweep --address local --gpus-per-trial beyond every node", sweep_main,
+          ["--space", "demo", "--out", "{root}/s", "--address", "local", "--gpus-per-trial",
+           TOO_MANY_GPUS], f"--gpus-per-trial {TOO_MANY_GPUS}", "no autoscaler"),
+    _case("sweep --address where nothing listens", sweep_main,
+          ["--space", "demo", "--out", "{root}/s", "--address", "127.0.0.1:1"],
+          "--address '127.0.0.1:1'", "no Ray cluster answers"),
     # orchestrator.report
     _case("report on a child run", report_main,
           ["--tracking-uri", "{uri}", "--experiment", "seed_table", "--parent", "{child}", "--out",
@@ -161,12 +203,13 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing_recorded(recorded, mai
                                                                     one_line_error):
     fill = {k: v for k, v in recorded.items() if isinstance(v, (str, Path))}
     argv = [a.format(**fill) for a in args]
-    files, runs = snapshot(recorded["run"], recorded["sweep"]), _runs(recorded["client"])
+    roots = recorded["run"], recorded["sweep"], recorded["bad"]
+    files, runs = snapshot(*roots), _runs(recorded["client"])
     assert main(argv) == 2
     line = one_line_error(capsys.readouterr().err)
     for word in named:
         assert word in line, line
-    assert snapshot(recorded["run"], recorded["sweep"]) == files
+    assert snapshot(*roots) == files
     assert _runs(recorded["client"]) == runs
 
 
@@ -210,3 +253,70 @@ def test_report_never_replaces_a_table_with_an_emptier_one_unasked(recorded, tmp
     assert report_main([*args, "--overwrite"]) == 0  # asked: the empty sweep's table replaces it
     assert pq.read_metadata(out / "results.parquet").num_rows == 0
     assert snapshot(root / "run")  # the recorded run is still there
+
+
+def test_overwrite_removes_the_old_run_before_the_new_one_writes(recorded, tmp_path, capsys):
+    """A new run that diverges leaves its own config.json only, beside none of the old files."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in recorded["run"].iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    (run / "notes.txt").write_text("mine")  # not the run's: stays
+    assert train_main(["--out", str(run), *TINY, "--overwrite", "--lr", "1e30", "--steps", "30",
+                       "--eval-every", "30"]) == 1
+    assert "the run diverged" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "notes.txt"]
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e30
+
+
+def test_predict_refuses_frames_that_cannot_fit_in_memory(recorded, tmp_path, monkeypatch, capsys,
+                                                          one_line_error):
+    monkeypatch.setattr(cli, "available_memory", lambda: 4 * 2**20)
+    args = ["--checkpoint", str(recorded["run"] / "checkpoint.pt"), "--out", str(tmp_path / "p.npz")]
+    np.save(tmp_path / "big.npy", np.zeros((1, 3, 600, 600), np.uint8))  # one frame too large
+    assert predict_main([*args, "--frames", str(tmp_path / "big.npy")]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "(1, 3, 600, 600)" in line and "is available; frames up to about" in line
+    np.save(tmp_path / "many.npy", np.zeros((200, 3, 64, 64), np.uint8))  # too many at once
+    assert predict_main([*args, "--frames", str(tmp_path / "many.npy")]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "(200, 3, 64, 64)" in line and "frames of 64x64 fit at once" in line
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_predict_writes_exactly_the_path_named_and_overwrites_only_when_asked(recorded, tmp_path):
+    args = ["--checkpoint", str(recorded["run"] / "checkpoint.pt"), "--frames",
+            str(recorded["bad"] / "frames.npy"), "--out", str(tmp_path / "p.npz")]
+    assert predict_main(args) == 0
+    first = (tmp_path / "p.npz").read_bytes()
+    assert predict_main(args) == 2 and (tmp_path / "p.npz").read_bytes() == first
+    assert predict_main([*args, "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]  # no temporary file left
+
+
+@pytest.fixture
+def not_ray(tmp_path):
+    """A TCP port on every interface whose server answers like an SSH daemon, not a Ray GCS."""
+    import threading
+
+    server = socket.create_server(("", 0))
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_sweep_address_that_is_not_ray_is_refused_at_once(recorded, not_ray, capsys, one_line_error):
+    files = snapshot(recorded["run"], recorded["sweep"])
+    assert sweep_main(["--space", "demo", "--out", str(recorded["root"] / "s"), "--address",
+                       f"127.0.0.1:{not_ray}"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert f"127.0.0.1:{not_ray}" in line and "not as a Ray cluster" in line
+    assert snapshot(recorded["run"], recorded["sweep"]) == files
