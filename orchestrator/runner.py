@@ -13,7 +13,6 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
 
 from motioncore.cli import CLOSED_PIPE
 from motioncore.config import FIELDS
@@ -102,72 +101,50 @@ def _fit(state, name: str, make_tuner, resuming: bool):
     return tuner.fit()
 
 
+def _stage(state: SweepState, space: Space, exp_id: str, commit: str, stage: str,
+           specs: list[plan.TrialSpec], count: int) -> SweepCallback:
+    """The MLflow logging, progress line and watchdog of a stage of ``count`` trials of
+    ``specs``' cells."""
+    estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in specs}
+    planned = sum(estimates[s.cell.id] for s in specs) * count / len(specs)
+    return SweepCallback(str(state.path), exp_id, state.parent_run_id, space=space.name,
+                         stage=stage, total=count, commit=commit, estimates=estimates,
+                         planned=planned, dry_run=state.dry_run, watchdog=_watchdog(state, specs))
+
+
+def _tuner(state: SweepState, stage: str, callback: SweepCallback, param_space: dict,
+           **tune_config) -> tune.Tuner:
+    """A stage's Tuner: warm workers (no torch import per trial), trials named cell-sSEED-id."""
+    return tune.Tuner(_trainable(state), param_space=param_space,
+                      run_config=_run_config(state, stage, callback),
+                      tune_config=tune.TuneConfig(
+                          max_concurrent_trials=state.max_concurrent, trial_name_creator=_trial_name,
+                          trial_dirname_creator=_trial_name, reuse_actors=True, **tune_config))
+
+
 def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], commit: str,
             resuming: bool) -> dict[str, dict[str, Any]]:
     """Each cell's own Optuna study and scheduler, all cells at once (``orchestrator.search``);
     returns each cell's best sampled values, for the cells with a trial that ran its budget."""
-    import optuna
-    from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    from orchestrator.search import cell_searches, fail_unfinished
 
-    from orchestrator.search import (
-        CellSchedulers,
-        CellSearches,
-        asha_rungs,
-        fail_unfinished,
-        make_sampler,
-        make_study,
-        to_optuna,
-    )
-
-    samples, metric = state.samples, f"val_{space.metric}"
-    storage = optuna.storages.RDBStorage(study_storage(state))
-    distributions = {k: to_optuna(d) for k, d in space.search.items()}
-    searchers, schedulers, fixed = {}, {}, {}
     # The search trains and samples with its own seed, apart from the replicate seeds; every
     # cell's study has it, so the cells start from the same random configurations.
     firsts = [plan.TrialSpec(s.cell, state.search_seed, s.config.replace(seed=state.search_seed))
               for s in firsts]
-    for spec in firsts:
-        cell = spec.cell.id
-        make_study(storage, cell, metric)
-        searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
-                                       study_name=f"search-{cell}", storage=storage,
-                                       sampler=make_sampler(state.sampler, state.search_seed))
-        # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
-        # let every trial it does not stop reach that last report.
-        steps = max(1, math.ceil(spec.config.steps / spec.config.eval_every))
-        rungs: list[int] = []
-        if state.scheduler == "asha":
-            asha = dict(max_t=steps + 1, grace_period=max(1, int(steps * state.grace_fraction)),
-                        reduction_factor=state.reduction_factor)
-            schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
-                                             mode="max", **asha)
-            rungs = asha_rungs(**asha)
-        else:
-            schedulers[cell] = FIFOScheduler()
-        fixed[cell] = {**{k: v for k, v in _trial_params(state, spec).items()
-                          if k not in CONSTANT}, "checkpoint_at": rungs}
-    estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in firsts}
-    callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
-                             space=space.name, stage="search", total=samples * len(firsts),
-                             commit=commit, estimates=estimates,
-                             planned=samples * sum(estimates.values()), dry_run=state.dry_run,
-                             watchdog=_watchdog(state, firsts))
+    fixed = {s.cell.id: {k: v for k, v in _trial_params(state, s).items() if k not in CONSTANT}
+             for s in firsts}
+    metric = f"val_{space.metric}"
+    searches, schedulers = cell_searches(
+        space, state, fixed, {s.cell.id: s.config for s in firsts}, storage=study_storage(state))
+    callback = _stage(state, space, exp_id, commit, "search", firsts, state.samples * len(firsts))
     constant = {k: v for k, v in _trial_params(state, firsts[0]).items() if k in CONSTANT}
-
-    def make():
-        return tune.Tuner(_trainable(state), param_space=constant, run_config=_run_config(
-            state, "search", callback), tune_config=tune.TuneConfig(
-            search_alg=CellSearches(fixed, searchers, samples, metric),
-            scheduler=CellSchedulers(schedulers), num_samples=samples * len(firsts),
-            max_concurrent_trials=state.max_concurrent, trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name, reuse_actors=True))
-
-    results = _fit(state, "search", make, resuming)
+    results = _fit(state, "search", lambda: _tuner(
+        state, "search", callback, constant, search_alg=searches, scheduler=schedulers,
+        num_samples=state.samples * len(firsts)), resuming)
     if resuming:
-        fail_unfinished(storage, [f"search-{s.cell.id}" for s in firsts])
-    best: dict[str, dict[str, Any]] = {}
+        fail_unfinished(study_storage(state), [f"search-{s.cell.id}" for s in firsts])
+    best: dict[str, Any] = {}
     for r in results:  # a trial ASHA stopped is not a candidate: its value is an early one
         if (r.error is None and r.metrics and r.metrics.get(FINAL)
                 and math.isfinite(r.metrics.get(metric, float("nan")))):
@@ -218,7 +195,8 @@ def run(state: SweepState, client, exp_id: str, resuming: bool = False,
 
 
 def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool) -> int:
-    """All stages, then the tables; the parent run ends FINISHED with the tables attached.
+    """The search stage (spaces with one), the replicates, then the tables; the parent run
+    ends FINISHED with the tables attached.
 
     ``stop_ray``: stop Ray last, once everything is recorded, so that an error in Ray's own
     shutdown cannot cost the tables or the parent run's status.
@@ -231,43 +209,49 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
         console.say(f"note: this sweep started on code {state.code[:20]}; new trials run "
                     f"{commit[:20]}")
     if space.search:
-        best = state.best
-        firsts = [next(s for s in specs if s.cell.id == c)
-                  for c in dict.fromkeys(s.cell.id for s in specs) if c not in best]
-        if firsts:
-            best.update(_search(state, space, exp_id, firsts, commit, resuming))
-            state.save()
-            _search_outcome(state, space, client, [s.cell.id for s in firsts])
-            for s in firsts:
-                if s.cell.id in best:
-                    console.say(f"best in {s.cell.id}: {best[s.cell.id]}")
-            failed = [s.cell.id for s in firsts if s.cell.id not in best]
-            if failed:
-                reason = (f"the search in cell(s) {', '.join(failed)} produced no successful "
-                          f"trial (see the failure_reason tags of their runs in MLflow)")
-                tracking.finish(client, state.parent_run_id, "FAILED", {"failure_reason": reason})
-                console.say(f"error: {reason}", err=True)
-                return 1
-        specs = [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
-    estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in specs}
-    callback = SweepCallback(str(state.path), exp_id, state.parent_run_id,
-                             space=space.name, stage="replicate", total=len(specs), commit=commit,
-                             estimates=estimates,
-                             planned=sum(estimates[s.cell.id] for s in specs),
-                             dry_run=state.dry_run, watchdog=_watchdog(state, specs))
+        specs = _search_stage(state, space, specs, client, exp_id, commit, resuming)
+        if specs is None:
+            return 1
+    callback = _stage(state, space, exp_id, commit, "replicate", specs, len(specs))
     grid = [_trial_params(state, s) for s in specs]
-
-    def make():
-        return tune.Tuner(_trainable(state), param_space={"trial": tune.grid_search(grid)},
-                          run_config=_run_config(state, "replicate", callback),
-                          tune_config=tune.TuneConfig(
-                              max_concurrent_trials=state.max_concurrent,
-                              trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
-                              reuse_actors=True))  # warm workers: no torch import per trial
-
-    _fit(state, "replicate", make, resuming)
+    _fit(state, "replicate", lambda: _tuner(state, "replicate", callback,
+                                            {"trial": tune.grid_search(grid)}), resuming)
     if resuming:
         tracking.close_orphans(client, exp_id, state.parent_run_id)
+    _finish(state, space, client, exp_id)
+    if stop_ray:  # last, with everything recorded: see the docstring
+        gc.collect()  # unreachable objects that may hold Ray handles go while Ray is up
+        ray.shutdown()
+    return CLOSED_PIPE if console.reader_left() else 0
+
+
+def _search_stage(state: SweepState, space: Space, specs: list[plan.TrialSpec], client,
+                  exp_id: str, commit: str, resuming: bool) -> list[plan.TrialSpec] | None:
+    """Search the cells not searched yet, say what was found; the replicates with each cell's
+    best values, or None (the parent FAILED) when a cell's search had no successful trial."""
+    best = state.best
+    firsts = [next(s for s in specs if s.cell.id == c)
+              for c in dict.fromkeys(s.cell.id for s in specs) if c not in best]
+    if firsts:
+        best.update(_search(state, space, exp_id, firsts, commit, resuming))
+        state.save()
+        _search_outcome(state, space, client, [s.cell.id for s in firsts])
+        for s in firsts:
+            if s.cell.id in best:
+                console.say(f"best in {s.cell.id}: {best[s.cell.id]}")
+        failed = [s.cell.id for s in firsts if s.cell.id not in best]
+        if failed:
+            reason = (f"the search in cell(s) {', '.join(failed)} produced no successful "
+                      f"trial (see the failure_reason tags of their runs in MLflow)")
+            tracking.finish(client, state.parent_run_id, "FAILED", {"failure_reason": reason})
+            console.say(f"error: {reason}", err=True)
+            return None
+    return [plan.TrialSpec(s.cell, s.seed, s.config.replace(**best[s.cell.id])) for s in specs]
+
+
+def _finish(state: SweepState, space: Space, client, exp_id: str) -> None:
+    """The tables from MLflow, attached to the parent run, which ends FINISHED with the table
+    (and what the search found) as its description; the closing lines."""
     from orchestrator import report
 
     out = Path(state.sweep_dir)
@@ -282,7 +266,3 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
     console.say(table)
     console.say(f"results: {out}\n  {', '.join(f.name for f in files)}\nbrowse them in MLflow: "
                 f"{tracking.ui_hint(state.tracking_uri, exp_id, state.parent_run_id)}")
-    if stop_ray:  # last, with everything recorded: see the docstring
-        gc.collect()  # unreachable objects that may hold Ray handles go while Ray is up
-        ray.shutdown()
-    return CLOSED_PIPE if console.reader_left() else 0

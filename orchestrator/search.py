@@ -156,6 +156,40 @@ def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int
     return [grace_period * reduction_factor ** k for k in range(count)]
 
 
+def cell_searches(space, state, fixed: dict[str, dict[str, Any]], configs: dict, *,
+                  storage: str) -> tuple[CellSearches, CellSchedulers]:
+    """Every cell's study (``state.sampler``, seeded with ``state.search_seed``) and scheduler
+    (``state.scheduler``) behind Tune's two slots. ``fixed``: cell -> its trials' constant
+    params; ``configs``: cell -> its RunConfig (for the number of reports ASHA lays rungs on)."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    metric = f"val_{space.metric}"
+    distributions = {k: to_optuna(d) for k, d in space.search.items()}
+    db = optuna.storages.RDBStorage(storage)
+    searchers, schedulers, params = {}, {}, {}
+    for cell, config in configs.items():
+        make_study(db, cell, metric)
+        searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
+                                       study_name=f"search-{cell}", storage=db,
+                                       sampler=make_sampler(state.sampler, state.search_seed))
+        # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
+        # let every trial it does not stop reach that last report.
+        steps = max(1, math.ceil(config.steps / config.eval_every))
+        rungs: list[int] = []
+        if state.scheduler == "asha":
+            asha = dict(max_t=steps + 1, grace_period=max(1, int(steps * state.grace_fraction)),
+                        reduction_factor=state.reduction_factor)
+            schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
+                                             mode="max", **asha)
+            rungs = asha_rungs(**asha)
+        else:
+            schedulers[cell] = FIFOScheduler()
+        params[cell] = {**fixed[cell], "checkpoint_at": rungs}  # checkpoints where ASHA judges
+    return (CellSearches(params, searchers, state.samples, metric),
+            CellSchedulers(schedulers))
+
+
 def link_run(storage_url: str, cell: str, tune_trial_id: str, run_id: str) -> bool:
     """Record the MLflow run of a running search trial on its Optuna trial (``mlflow_run_id``)."""
     storage = optuna.storages.RDBStorage(storage_url)
@@ -169,7 +203,7 @@ def link_run(storage_url: str, cell: str, tune_trial_id: str, run_id: str) -> bo
     return False
 
 
-def fail_unfinished(storage, study_names: list[str]) -> int:
+def fail_unfinished(storage: str, study_names: list[str]) -> int:
     """Mark FAIL the Optuna trials still RUNNING once a search is done: those a killed driver
     had asked for after Tune's last snapshot, which the resumed search sampled anew."""
     closed = 0
