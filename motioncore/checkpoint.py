@@ -30,6 +30,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+ARCHITECTURE = ("frames", "motion_range", "disappear", "width", "depth", "norm", "network",
+                "attention")  # the config fields that shape the network's weights
+
+
 def weights_mismatch(model: torch.nn.Module, weights) -> str | None:
     """How ``weights`` (a state dict) do not fit ``model``, in a few words; None when they fit."""
     if not isinstance(weights, dict):
@@ -56,9 +60,6 @@ def load_weights(model: torch.nn.Module, weights, config: RunConfig, path) -> No
                                                           ARCHITECTURE) + f"): {odd}")
     model.load_state_dict(weights)
 
-
-ARCHITECTURE = ("frames", "motion_range", "disappear", "width", "depth", "norm", "network",
-                "attention")  # the config fields that shape the network's weights
 
 RESULTS = ("checkpoint.pt", "metrics.json")  # a directory holding either holds a run
 # Every file motioncore.train writes into a run directory (checkpoint.tmp: a save in progress).

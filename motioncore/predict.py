@@ -18,7 +18,11 @@ from motioncore.motion import displacements
 def load_model(path) -> tuple[MotionNet, object]:
     """The EMA (else raw) weights of a checkpoint, on the CPU, in eval mode."""
     state = load_checkpoint(path)
-    config = from_dict(state["config"])
+    try:
+        config = from_dict(state["config"])
+    except UsageError as e:  # every refusal of load_model names the checkpoint
+        raise UsageError(f"checkpoint {path}: its config is not one this motioncore runs "
+                         f"({e})") from None
     model = MotionNet(config)
     load_weights(model, state["ema"] if state.get("ema") is not None else state["model"], config,
                  path)

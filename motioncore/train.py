@@ -212,23 +212,25 @@ def fit(config: RunConfig, *, report: Report | None = None, data_dir=None,
         trainer.load(checkpoint)
     bar = Progress(config.steps, trainer.step, enabled=progress)
     started, samples, recent = time.perf_counter(), 0, {}
-    while trainer.step < config.steps:
-        recent = trainer.train_step()
-        samples += config.batch_size
-        bar.update(recent["loss"])
-        if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
-            sums = evaluate_sums(trainer.eval_model, config, trainer.val_data, config.val_size)
-            metrics = finalize(sums)
-            elapsed = time.perf_counter() - started
-            metrics.update(step=trainer.step, lr=lr_at(config, trainer.step - 1),
-                           train_loss=recent["loss"], samples_per_s=samples / max(elapsed, 1e-9))
-            trainer.history.append(metrics)
-            if checkpoint:
-                trainer.save(checkpoint)
-            bar.note(metrics, class_recall(sums))
-            if report:
-                report(metrics)
-    bar.close()
+    try:  # a diverged run's one line must not land on the progress bar's
+        while trainer.step < config.steps:
+            recent = trainer.train_step()
+            samples += config.batch_size
+            bar.update(recent["loss"])
+            if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
+                sums = evaluate_sums(trainer.eval_model, config, trainer.val_data, config.val_size)
+                metrics = finalize(sums)
+                elapsed = time.perf_counter() - started
+                metrics.update(step=trainer.step, lr=lr_at(config, trainer.step - 1),
+                               train_loss=recent["loss"], samples_per_s=samples / max(elapsed, 1e-9))
+                trainer.history.append(metrics)
+                if checkpoint:
+                    trainer.save(checkpoint)
+                bar.note(metrics, class_recall(sums))
+                if report:
+                    report(metrics)
+    finally:
+        bar.close()
     sums = evaluate_sums(trainer.eval_model, config, dataset(config, "test", device, data_dir),
                          config.test_size)
     trainer.test_recall = class_recall(sums)

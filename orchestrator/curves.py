@@ -11,7 +11,6 @@ budget, the plateau, and the share of the budget spent after it; ``--json`` writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -56,7 +55,7 @@ def study(client, exp_id: str, parent: str, metric: str, within: float) -> dict[
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.curves",
+    p = cli.ArgumentParser(prog="python -m orchestrator.curves",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--tracking-uri", required=True)
     p.add_argument("--experiment", required=True)

@@ -13,7 +13,6 @@ each document between ``<!-- table:NAME -->`` and ``<!-- /table -->``; nothing e
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -120,7 +119,7 @@ def write_tables(record: Path, root: Path) -> list[Path]:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.record", description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog="python -m orchestrator.record", description=__doc__.split("\n")[0])
     p.add_argument("--tracking-uri")
     p.add_argument("--experiment")
     p.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -269,7 +268,7 @@ def latest_parent(client, exp_id: str) -> str:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.report",
+    p = cli.ArgumentParser(prog="python -m orchestrator.report",
                                 description="Rebuild a sweep's ablation table from MLflow alone.")
     p.add_argument("--tracking-uri", required=True)
     p.add_argument("--experiment", required=True)

@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from search_spaces.space import SAMPLERS, SCHEDULERS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.split("\n")[0])
     p.add_argument("--space", help=f"search space: {', '.join(names())}")
     p.add_argument("--dry-run", action="store_true", help="every cell, one seed, tiny budget")
     p.add_argument("--plan", action="store_true", help="print cells, trials and compute; run nothing")
@@ -176,10 +178,55 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
-    """Preflight, then a new sweep directory, parent run and the Tune stages."""
+    """Every check, then a new sweep directory, its parent run and the Tune stages."""
+    root, uri, sweep_dir, storage = _locations(a, space)
+    data_dir = _check_data(a.data_dir)
+    # A tracking server is checked before anything starts. A local store is opened while Ray
+    # starts: importing MLflow and creating a new sqlite schema take seconds.
+    store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    new_store = store if store is not None and not store.exists() else None
+    pending = ThreadPoolExecutor(1).submit(_open_store, uri) if tracking.is_local(uri) else None
+    client = None if pending else tracking.client_for(uri)
+    state = SweepState(
+        space=space.name, dry_run=a.dry_run, seeds=a.seeds, sets=sets, cells=a.cells,
+        samples=samples_for(space, a), max_concurrent=a.max_concurrent,
+        cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
+        max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
+        trial_timeout_s=a.trial_timeout_s, experiment=a.experiment or space.name,
+        search_seed=a.search_seed, code=tracking.git_commit(), sampler=a.sampler,
+        scheduler=a.scheduler, grace_fraction=space.grace_fraction,
+        reduction_factor=space.reduction_factor, address=a.address, storage_path=storage,
+        data_dir=data_dir, sweep_dir=str(sweep_dir.resolve()))
+    try:
+        owns_ray = preflight.connect_ray(state)
+        client = client or pending.result()
+        from orchestrator import runner
+
+        preflight.run(uri, storage)
+        if state.gpus_per_trial == "auto":
+            state.gpus_per_trial = runner.auto_gpus(state, space, plan.trials(
+                space, seeds=a.seeds[:1], dry_run=a.dry_run, sets=sets, cells=a.cells))
+    except BaseException:
+        if pending is not None and new_store:  # refused before the sweep began: leave no store
+            with contextlib.suppress(BaseException):
+                pending.result()
+            for leftover in (new_store, Path(f"{new_store}.lock")):
+                leftover.unlink(missing_ok=True)
+        raise
+    _claim(state, custom_storage=bool(a.storage_path))
+    exp_id = _start_parent(client, state, space, root)
+    with DriverLock(state.sweep_dir):
+        state.save()
+        console.say(f"sweep {state.sweep_dir}  (MLflow parent run {state.parent_run_id}, "
+                    f"experiment {state.experiment!r})")
+        return runner.run(state, client, exp_id, stop_ray=owns_ray)
+
+
+def _locations(a: argparse.Namespace, space: Space) -> tuple[Path, str, Path, str]:
+    """The sweeps' root, tracking URI, this sweep's directory (not made yet) and Tune storage,
+    each checked writable (or reachable) before anything starts or is written."""
     root = Path(a.out)
     uri = a.tracking_uri or tracking.default_uri(root)
-    # Every output location, then MNIST, before anything starts or is written.
     cli.check_output("--out", root, directory=True)
     if uri.startswith("sqlite:///"):
         cli.check_output("--tracking-uri", Path(uri[len("sqlite:///"):]).parent, directory=True)
@@ -190,66 +237,68 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     if "://" not in storage:
         storage = str(Path(storage).resolve())
         cli.check_output("--storage-path", storage, directory=True)
-    data_dir = _check_data(a.data_dir)
-    code = tracking.git_commit()
-    # A tracking server is checked before anything starts. A local store is opened while Ray
-    # starts: importing MLflow and creating a new sqlite schema take seconds.
-    pending = None
-    if tracking.is_local(uri):
-        pending = ThreadPoolExecutor(1).submit(_open_store, uri)
     else:
-        client = tracking.client_for(uri)
-    state = SweepState(
-        space=space.name, dry_run=a.dry_run, seeds=a.seeds, sets=sets, cells=a.cells,
-        samples=samples_for(space, a), max_concurrent=a.max_concurrent,
-        cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-        max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
-        trial_timeout_s=a.trial_timeout_s,
-        experiment=a.experiment or space.name, search_seed=a.search_seed, code=code,
-        sampler=a.sampler, scheduler=a.scheduler, grace_fraction=space.grace_fraction,
-        reduction_factor=space.reduction_factor,
-        address=a.address, storage_path=storage, data_dir=data_dir,
-        sweep_dir=str(sweep_dir.resolve()))
-    owns_ray = preflight.connect_ray(state)
-    if pending is not None:
-        client = pending.result()
-    from orchestrator import runner
+        _check_remote_storage(storage)
+    return root, uri, sweep_dir, storage
 
-    preflight.run(uri, storage)
-    if state.gpus_per_trial == "auto":
-        state.gpus_per_trial = runner.auto_gpus(state, space, plan.trials(
-            space, seeds=a.seeds[:1], dry_run=a.dry_run, sets=sets, cells=a.cells))
-    while True:  # another sweep of the same space may take the name in the same second
+
+def _check_remote_storage(uri: str, timeout_s: float = 60) -> None:
+    """Refuse remote Tune storage (s3://...) that cannot be reached or read, in one line."""
+    import pyarrow.fs
+
+    def probe():
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+        fs.get_file_info(path)
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        pool.submit(probe).result(timeout=timeout_s)
+    except FutureTimeout:
+        raise UsageError(f"--storage-path {uri}: no answer within {timeout_s:.0f} s") from None
+    except (OSError, ValueError, pyarrow.ArrowException) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UsageError(f"--storage-path {uri}: cannot be used ({reason})") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _claim(state: SweepState, custom_storage: bool) -> None:
+    """Make the sweep directory; another sweep of the same space may have taken the name in
+    the same second, then take the next free one."""
+    sweep_dir = Path(state.sweep_dir)
+    while True:
         try:
             sweep_dir.mkdir(parents=True)
             break
         except FileExistsError:
             sweep_dir = Path(f"{sweep_dir}-1")
-            if not a.storage_path:
-                state.storage_path = str((sweep_dir / "ray").resolve())
-            state.sweep_dir = str(sweep_dir.resolve())
+    if not custom_storage:
+        state.storage_path = str((sweep_dir / "ray").resolve())
+    state.sweep_dir = str(sweep_dir.resolve())
+
+
+def _start_parent(client, state: SweepState, space: Space, root: Path) -> str:
+    """The sweep's MLflow parent run, its choices as params, and the experiment's shared view;
+    returns the experiment id."""
     exp_id = tracking.experiment_id(client, state.experiment, root / "mlartifacts"
-                                    if uri.startswith("sqlite") else None)
+                                    if state.tracking_uri.startswith("sqlite") else None)
     note = (f"Sweep of space `{space.name}` ({space.description}); the ablation table appears "
             "here when it finishes.")
+    asha = (f"grace {state.grace_fraction:g} of the reports, reduction factor "
+            f"{state.reduction_factor}" if state.scheduler == "asha" else "none")
     state.parent_run_id = tracking.start_parent(
-        client, exp_id, sweep_dir.name + ("-dry-run" if a.dry_run else ""),
-        {"space": space.name, "sweep_dir": state.sweep_dir, "dry_run": str(a.dry_run),
-         "git_commit": code},
-        params={"space": space.name, "seeds": ",".join(map(str, a.seeds)), "dry_run": a.dry_run,
-                "search_seed": a.search_seed, "sampler": a.sampler, "scheduler": a.scheduler,
-                "asha": f"grace {space.grace_fraction:g} of the reports, reduction factor "
-                        f"{space.reduction_factor}" if a.scheduler == "asha" else "none",
-                "cells": ",".join(a.cells) if a.cells else "all",
-                "overrides": ", ".join(f"{k}={v}" for k, v in sets.items()) or "none",
-                "samples_per_cell": state.samples, "max_concurrent": a.max_concurrent},
-        note=f"{tracking.DRY_RUN_NOTE}\n\n{note}" if a.dry_run else note)
+        client, exp_id, Path(state.sweep_dir).name + ("-dry-run" if state.dry_run else ""),
+        {"space": space.name, "sweep_dir": state.sweep_dir, "dry_run": str(state.dry_run),
+         "git_commit": state.code},
+        params={"space": space.name, "seeds": ",".join(map(str, state.seeds)),
+                "dry_run": state.dry_run, "search_seed": state.search_seed,
+                "sampler": state.sampler, "scheduler": state.scheduler, "asha": asha,
+                "cells": ",".join(state.cells) if state.cells else "all",
+                "overrides": ", ".join(f"{k}={v}" for k, v in state.sets.items()) or "none",
+                "samples_per_cell": state.samples, "max_concurrent": state.max_concurrent},
+        note=f"{tracking.DRY_RUN_NOTE}\n\n{note}" if state.dry_run else note)
     tracking.share_view(client, exp_id, state.parent_run_id)
-    with DriverLock(sweep_dir):
-        state.save()
-        console.say(f"sweep {sweep_dir}  (MLflow parent run {state.parent_run_id}, experiment "
-                    f"{state.experiment!r})")
-        return runner.run(state, client, exp_id, stop_ray=owns_ray)
+    return exp_id
 
 
 def resume(a: argparse.Namespace) -> int:

@@ -52,8 +52,12 @@ def client_for(uri: str) -> MlflowClient:
         logging.getLogger(name).setLevel(logging.WARNING)  # schema set-up chatter on a new store
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("postgresql"):
+        os.environ.setdefault("PGCONNECT_TIMEOUT", "10")  # libpq: an unreachable host fails fast
     try:
+        if not uri.startswith(("sqlite:", "http://", "https://", "databricks")):
+            _ping_database(uri)  # once: MLflow itself retries an unreachable database for ~100 s
+        client = MlflowClient(tracking_uri=uri)  # a database URI needs its driver installed
         with _creating(uri):
             client.search_experiments(max_results=1)  # a new sqlite store gets its schema here
     except Exception as e:  # any failure here means no trial could be logged
@@ -61,6 +65,18 @@ def client_for(uri: str) -> MlflowClient:
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \
             from None
     return PatientClient(client, uri) if uri.startswith(("http://", "https://")) else client
+
+
+def _ping_database(uri: str) -> None:
+    """Connect to a database store once (its driver, host and credentials), or raise."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
