@@ -320,6 +320,10 @@ def resume(a: argparse.Namespace) -> int:
         raise UsageError(f"--resume {a.resume}: the sweep ran code {state.code[:20]} and this is "
                          f"{code[:20]}; its trials would mix code (pass --allow-code-change to "
                          "continue anyway, recorded on every new trial)")
+    store = state.tracking_uri[len("sqlite:///"):] if state.tracking_uri.startswith("sqlite:///") else ""
+    if store and not Path(store).is_file():  # a mistyped path would make a new, empty store
+        raise UsageError(f"--resume {a.resume}: its tracking store {state.tracking_uri} does not "
+                         "exist; pass the --tracking-uri the sweep used")
     client = tracking.client_for(state.tracking_uri)  # checked before anything is written
     exp = client.get_experiment_by_name(state.experiment)
     if exp is None or not tracking.has_run(client, state.parent_run_id, exp.experiment_id):

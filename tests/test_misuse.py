@@ -80,11 +80,22 @@ def recorded(tmp_path_factory) -> dict:
     (root / "truncated" / "sweep.json").write_text(state.path.read_text()[:40])
     (root / "edited" / "sweep.json").write_text(json.dumps({**json.loads(state.path.read_text()),
                                                             "colour": "blue"}))
+    other_store = f"sqlite:///{root / 'other.db'}"  # another store, with the same experiment
+    tracking.client_for(other_store).create_experiment("seed_table")
+    remote = root / "remote"  # a sweep whose Tune state lies in storage nobody can check
+    remote.mkdir()
+    (remote / "sweep.json").write_text(json.dumps({**json.loads(state.path.read_text()),
+                                                   "sweep_dir": str(remote),
+                                                   "storage_path": "s3://bucket/ray"}))
+    (bad / "corrupt").mkdir()
+    (bad / "corrupt" / "results.parquet").write_text("not parquet")
+    (bad / "dir" / "results.parquet").mkdir(parents=True)
     resumed_copy = run.parent / "resume-bad"
     resumed_copy.mkdir()
     (resumed_copy / "checkpoint.pt").write_bytes((bad / "truncated.pt").read_bytes())
     return {"root": root, "run": run, "sweep": sweep, "uri": state.tracking_uri, "client": client,
-            "parent": state.parent_run_id, "child": child, "stranger": stranger, "bad": bad}
+            "parent": state.parent_run_id, "child": child, "stranger": stranger, "bad": bad,
+            "other_store": other_store}
 
 
 def _runs(client) -> dict:
@@ -172,6 +183,16 @@ CASES = [
           "--tracking-uri"),
     _case("resume with an unusable tracking uri", sweep_main,
           ["--resume", "{sweep}", "--tracking-uri", "http://127.0.0.1:9/"], "does not answer"),
+    _case("resume with a Ray address where nothing listens", sweep_main,
+          ["--resume", "{sweep}", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+    _case("resume with a store that does not exist", sweep_main,
+          ["--resume", "{sweep}", "--tracking-uri", "sqlite:///{root}/nope/mlflow.db"], "does not exist"),
+    _case("resume with another store", sweep_main,
+          ["--resume", "{sweep}", "--tracking-uri", "{other_store}"], "is not in", "parent run"),
+    _case("resume with new choices", sweep_main, ["--resume", "{sweep}", "--seeds", "2", "--set",
+                                                  "lr=0.1"], "keeps every choice", "--seeds", "--set"),
+    _case("resume on remote storage not said to be trusted", sweep_main,
+          ["--resume", "{root}/remote"], "s3://bucket/ray", "--trust-storage"),
     _case("resume a truncated sweep.json", sweep_main, ["--resume", "{root}/truncated"], "unreadable"),
     _case("resume a hand-edited sweep.json", sweep_main, ["--resume", "{root}/edited"], "colour"),
     _case("resume a directory without sweep.json", sweep_main, ["--resume", "{bad}"], "no sweep.json"),
@@ -193,6 +214,15 @@ CASES = [
     _case("report on another experiment's parent", report_main,
           ["--tracking-uri", "{uri}", "--experiment", "seed_table", "--parent", "{stranger}", "--out",
            "{sweep}"], "another experiment"),
+    _case("report on a store that does not exist", report_main,
+          ["--tracking-uri", "sqlite:///{root}/mistyped.db", "--experiment", "seed_table", "--out",
+           "{root}/r"], "sqlite:///", "mistyped.db", "does not exist"),
+    _case("report onto a corrupt results.parquet", report_main,
+          ["--tracking-uri", "{uri}", "--experiment", "seed_table", "--out", "{bad}/corrupt"],
+          "results.parquet is not a results table"),
+    _case("report onto a results.parquet that is a directory", report_main,
+          ["--tracking-uri", "{uri}", "--experiment", "seed_table", "--out", "{bad}/dir"],
+          "results.parquet is not a file"),
     _case("report on a missing run", report_main, ["--tracking-uri", "{uri}", "--experiment", "seed_table",
                                                    "--parent", "nope", "--out", "{sweep}"], "no such run"),
 ]
@@ -211,6 +241,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing_recorded(recorded, mai
         assert word in line, line
     assert snapshot(*roots) == files
     assert _runs(recorded["client"]) == runs
+    assert not (recorded["root"] / "mistyped.db").exists()  # no store made by a typo
 
 
 def test_a_second_driver_is_refused_with_the_owners_pid_and_host(recorded, capsys, one_line_error):
@@ -320,3 +351,46 @@ def test_sweep_address_that_is_not_ray_is_refused_at_once(recorded, not_ray, cap
     line = one_line_error(capsys.readouterr().err)
     assert f"127.0.0.1:{not_ray}" in line and "not as a Ray cluster" in line
     assert snapshot(recorded["run"], recorded["sweep"]) == files
+
+
+def test_resume_is_refused_on_other_code_or_on_storage_others_can_write(recorded, capsys,
+                                                                       one_line_error):
+    """Tune's restore unpickles the sweep's state, and a sweep must not mix code silently."""
+    sweep = recorded["sweep"]
+    state_file = sweep / "sweep.json"
+    saved = state_file.read_text()
+    try:
+        state_file.write_text(json.dumps({**json.loads(saved), "code": "0" * 40}))
+        before = snapshot(sweep)
+        assert sweep_main(["--resume", str(sweep)]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "ran code 0000" in line and "--allow-code-change" in line
+        assert snapshot(sweep) == before
+    finally:
+        state_file.write_text(saved)
+    mode = sweep.stat().st_mode
+    try:
+        sweep.chmod(mode | 0o020)
+        assert sweep_main(["--resume", str(sweep)]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "not safe to load" in line and "group or others can write it" in line
+    finally:
+        sweep.chmod(mode)
+
+
+def test_report_without_parent_never_writes_another_sweeps_table_into_a_sweep(recorded, capsys):
+    """A newer sweep in the experiment is the default parent; pointed at the older sweep's
+    directory, report refuses rather than replace its table."""
+    client, sweep = recorded["client"], recorded["sweep"]
+    exp = client.get_experiment_by_name("seed_table").experiment_id
+    newer = tracking.start_parent(client, exp, "newer", {"space": "seed_table", "sweep_dir": "y"})
+    before = snapshot(sweep)
+    try:
+        args = ["--tracking-uri", recorded["uri"], "--experiment", "seed_table", "--out", str(sweep)]
+        assert report_main(args) == 2
+        err = capsys.readouterr().err
+        assert "another sweep's table" in err and "--parent" in err
+        assert snapshot(sweep) == before
+        assert report_main([*args, "--parent", recorded["parent"]]) == 0  # its own sweep: fine
+    finally:
+        client.delete_run(newer)
