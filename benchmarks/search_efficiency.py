@@ -1,0 +1,164 @@
+"""Does the default search (TPE + ASHA) beat random search at the same compute?
+
+    python benchmarks/search_efficiency.py [--reps 5] [--budget-trials 10] [--out DIR]
+    python benchmarks/search_efficiency.py --smoke        # the plumbing, in minutes
+
+Three arms through the real sweep on ``search_spaces/search_bench.py`` (fixed before the first
+run: its cell, budget and five hyperparameters): TPE with ASHA (the default), random search with
+the same ASHA, random search without early stopping. Each repetition gives every arm the same
+search seed (100 + rep), and every arm the same compute: ``--budget-trials`` times the plan's
+cost of one full trial, in summed trial CPU-seconds (one thread per trial, so a trial's wall
+time). ASHA arms are given more samples than fit; trials that finish past the budget do not
+count. A trial's value is its final validation fg_net; a trial ASHA stopped has none.
+
+Reports, per arm: every repetition's best-so-far curve against CPU-seconds, the median and
+spread of the final best, the area under the curve (mean best-so-far over the budget), and the
+CPU-seconds to reach random search's final median (never reached: the whole budget). Writes
+search_efficiency.json and .png into ``--out``; prints the JSON last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = {"tpe+asha": ("tpe", "asha"), "random+asha": ("random", "asha"),
+        "random": ("random", "none")}
+BASELINE = "random"
+
+
+def trial_cost_s() -> float:
+    from orchestrator import plan
+    from search_spaces import load
+
+    space = load("search_bench")
+    return plan.estimate_seconds(plan.cell_config(space, space.cells[0], dry_run=False, sets={}))
+
+
+def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool) -> Path:
+    sampler, scheduler = ARMS[arm]
+    args = [sys.executable, "-m", "orchestrator.sweep", "--space", "search_bench", "--seeds", "1",
+            "--search-seed", str(100 + rep), "--sampler", sampler, "--scheduler", scheduler,
+            "--num-samples", str(samples), "--max-concurrent", "2", "--out", str(out)]
+    if smoke:
+        args += ["--set", "steps=20", "--set", "eval_every=5", "--set", "val_size=32",
+                 "--set", "test_size=32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local",
+           "MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": ""}
+    done = subprocess.run(args, cwd=out, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{arm} rep {rep} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    (sweep,) = [d for d in out.iterdir() if (d / "optuna.db").exists()]
+    return sweep / "optuna.db"
+
+
+def curve(db: Path) -> list[tuple[float, float | None]]:
+    """(cumulative trial CPU-seconds when each trial ended, its final value or None), in the
+    order trials ended."""
+    import optuna
+
+    study = optuna.load_study(study_name="search-unsup_T3_r2_short", storage=f"sqlite:///{db}")
+    ended = sorted((t for t in study.trials if t.datetime_complete),
+                   key=lambda t: t.datetime_complete)
+    spent, points = 0.0, []
+    for t in ended:
+        spent += (t.datetime_complete - t.datetime_start).total_seconds()
+        final = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+        points.append((spent, final))
+    return points
+
+
+def best_so_far(points, at: float) -> float | None:
+    values = [v for s, v in points if s <= at and v is not None]
+    return max(values) if values else None
+
+
+def summarise(curves: dict[str, list], budget: float) -> dict:
+    grid = [budget * i / 100 for i in range(1, 101)]
+    finals = {arm: [best_so_far(c, budget) for c in cs] for arm, cs in curves.items()}
+    target = statistics.median([f for f in finals[BASELINE] if f is not None])
+    out = {"budget_cpu_s": budget, "target": target, "arms": {}}
+    for arm, cs in curves.items():
+        reached, areas = [], []
+        for c in cs:
+            hit = next((s for s, _ in c if s <= budget and (best_so_far(c, s) or -1e9) >= target),
+                       budget)
+            reached.append(hit)
+            bests = [best_so_far(c, t) for t in grid]
+            floor = min(v for v in bests if v is not None) if any(bests) else 0.0
+            areas.append(statistics.mean(v if v is not None else floor for v in bests))
+        vals = [f for f in finals[arm] if f is not None]
+        out["arms"][arm] = {
+            "final_best": finals[arm], "final_median": statistics.median(vals) if vals else None,
+            "final_spread": [min(vals), max(vals)] if vals else None,
+            "auc": areas, "auc_median": statistics.median(areas),
+            "cpu_s_to_target": reached, "cpu_s_to_target_median": statistics.median(reached),
+            "curves": c_round(cs)}
+    return out
+
+
+def c_round(cs):
+    return [[[round(s, 1), v] for s, v in c] for c in cs]
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    budget = result["budget_cpu_s"]
+    for (arm, r), colour in zip(result["arms"].items(), ("C0", "C1", "C2"), strict=False):
+        for i, c in enumerate(r["curves"]):
+            xs = [t for t, _ in c if t <= budget]
+            ys = [best_so_far(c, t) for t in xs]
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+            if pts:
+                ax.step(*zip(*pts, strict=True), where="post", color=colour, alpha=0.6,
+                        label=arm if i == 0 else None)
+    ax.axhline(result["target"], color="k", ls=":", label="random's final median")
+    ax.set(xlabel="trial CPU-seconds", ylabel="best val fg_net so far",
+           title="search efficiency: every repetition")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--budget-trials", type=float, default=10,
+                   help="compute per arm and repetition, in full trials (default 10)")
+    p.add_argument("--out", default=None, help="where the JSON and plot go (default: a temp dir)")
+    p.add_argument("--smoke", action="store_true", help="tiny trials, two repetitions")
+    a = p.parse_args()
+    reps = 2 if a.smoke else a.reps
+    budget = (5.0 if a.smoke else trial_cost_s()) * a.budget_trials
+    out = Path(a.out or tempfile.mkdtemp(prefix="search-efficiency-"))
+    out.mkdir(parents=True, exist_ok=True)
+    curves: dict[str, list] = {arm: [] for arm in ARMS}
+    for rep in range(reps):
+        for arm in ARMS:
+            samples = int(a.budget_trials * (1 if arm == BASELINE else 2.5)) + 1
+            work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
+            curves[arm].append(curve(run_arm(arm, rep, samples, work, a.smoke)))
+            print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
+    result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
+    (out / "search_efficiency.json").write_text(json.dumps(result, indent=2))
+    plot(result, out / "search_efficiency.png")
+    print(f"wrote {out}/search_efficiency.json and .png", flush=True)
+    print(json.dumps({k: v for k, v in result.items() if k != "arms"} | {
+        arm: {k: v for k, v in r.items() if k != "curves"} for arm, r in result["arms"].items()}))
+
+
+if __name__ == "__main__":
+    main()
