@@ -30,6 +30,8 @@ from pathlib import Path
 
 from sweep_overhead import run_sweep
 
+from orchestrator import store
+
 CELL = "sup_T3_r1"
 SETS = {"steps": 2, "eval_every": 1, "width": 4, "depth": 1, "val_size": 16, "test_size": 16}
 # run_sweep sets steps and eval_every (steps // 3, at least 1) itself; the rest go last and win
@@ -64,12 +66,12 @@ def training_seconds(n: int = 20) -> float:
 
 def table_seconds(sweep_dir: Path) -> float:
     """Building the tables again from the finished sweep's MLflow store, in this process."""
-    from orchestrator import report, tracking
+    from orchestrator import report
     from orchestrator.state import SweepState
     from search_spaces import load
 
     state = SweepState.load(sweep_dir)
-    client = tracking.client_for(state.tracking_uri)
+    client = store.client_for(state.tracking_uri)
     exp = client.get_experiment_by_name(state.experiment).experiment_id
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -20,7 +20,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe: the file is the problem
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reason = cli.first_line(e)
         raise UsageError(f"checkpoint {path} cannot be loaded (truncated, or not a checkpoint "
                          f"written by motioncore.train: {reason})") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]

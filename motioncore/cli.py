@@ -30,10 +30,16 @@ class Diverged(FloatingPointError):
     """Training met a non-finite loss: the run's settings, not the code, are at fault."""
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when the message is empty),
+    at most ``limit`` characters: what a one-line error or a failure reason shows of it."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
 def error_line(e: BaseException) -> str:
     """``error: <first line of the message>``."""
-    text = str(e).strip().splitlines()
-    return f"error: {text[0] if text else type(e).__name__}"
+    return f"error: {first_line(e, limit=10_000)}"
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -11,6 +11,7 @@ ops on the device its digits live on: no Python loop over samples or pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 
@@ -62,6 +63,16 @@ class Batch:
         t = self.frames.shape[1]
         return self.masks[:, list(sources(t))]
 
+    def __getitem__(self, rows: slice) -> Batch:
+        """The sequences ``rows`` of this batch (views, no copy)."""
+        return Batch(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def cat(parts: list[Batch]) -> Batch:
+        """One batch of ``parts``' sequences, in order."""
+        return Batch(*(torch.cat([getattr(p, f.name) for p in parts])
+                       for f in dataclasses.fields(Batch)))
+
     def to_numpy(self) -> dict[str, np.ndarray]:
         return {
             "frames": self.frames.cpu().numpy(),
@@ -109,7 +120,8 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
     n = len(keys)
     h, w = images.shape[-2:]
     shift = np.arange(T) - TARGET  # (T,) frame offset from the target
-    src = slice(1, 2) if T == 3 else slice(1, 4, 2)  # the source frames, as a view
+    first, last = sources(T)[0], sources(T)[-1]
+    src = slice(first, last + 1, 2)  # the source frames (1; 1 and 3), as a view
     step = np.array([TARGET - s for s in sources(T)])  # (D,): +1 forward, -1 backward
     k0 = zero_class(r)
     small = torch.int16 if num_classes(r) < 2**15 else torch.int64  # cheap passes for labels
@@ -179,7 +191,7 @@ class MovingDigits:
             return make_batch(self.images, indices, **self.params)
         # Huge batches are made in cache-sized chunks on CPU: same values, several times faster.
         parts = [make_batch(self.images, c, **self.params) for c in indices.split(self.CHUNK)]
-        return Batch(*(torch.cat([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
+        return Batch.cat(parts)
 
     def batches(self, batch_size: int, total: int):
         """Consecutive batches covering sequences ``0 .. total-1``."""

@@ -132,7 +132,7 @@ class Trainer:
             self._ahead = (step, self.train_data[step * b:(step + count) * b])
         first, ahead = self._ahead
         i = (step - first) * b
-        return Batch(*(getattr(ahead, f)[i:i + b] for f in Batch.__dataclass_fields__))
+        return ahead[i:i + b]
 
     def train_step(self) -> dict[str, float]:
         c = self.config
@@ -191,8 +191,7 @@ class Trainer:
             torch.set_rng_state(state["rng"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             # load_state_dict's first line names no tensor: say which one does not fit
-            reason = weights_mismatch(self.model, state.get("model")) or (
-                str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            reason = weights_mismatch(self.model, state.get("model")) or cli.first_line(e)
             raise UsageError(f"checkpoint {path} does not fit this model and optimiser "
                              f"({reason})") from None
 

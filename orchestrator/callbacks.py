@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator import console, tracking
+from orchestrator import console, store, tracking
 from orchestrator.state import SweepState
 from orchestrator.trainable import FINAL, flatten, trial_config
 
@@ -46,7 +46,7 @@ class SweepCallback(Callback):
     def client(self):
         if self._client is None:
             uri = SweepState.load(Path(self.state_file).parent).tracking_uri
-            self._client = tracking.client_for(uri)
+            self._client = store.client_for(uri)
         return self._client
 
     def __getstate__(self):  # Tune pickles its run config into the experiment state

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from motioncore import cli
 from motioncore.config import METRIC_NAMES, UsageError
-from orchestrator import report, tracking
+from orchestrator import report, store, tracking
 
 
 def plateau_step(curve: list[tuple[int, float]], within: float) -> int | None:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--within {a.within}: must be a number of points > 0")
     if a.json:
         cli.check_output("--json", a.json)
-    client = tracking.client_for(a.tracking_uri)
+    client = store.client_for(a.tracking_uri)
     exp = client.get_experiment_by_name(a.experiment)
     if exp is None:
         raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")

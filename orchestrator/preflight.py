@@ -12,10 +12,13 @@ import os
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlparse
 
 import ray
 
+from motioncore import cli
 from motioncore.config import UsageError
 from orchestrator.state import SweepState
 
@@ -75,6 +78,26 @@ def warn_versions(versions: list[tuple[str, str, str]], out=None) -> bool:
     return False
 
 
+def check_remote_storage(uri: str, timeout_s: float = 60) -> None:
+    """Refuse remote Tune storage (s3://...) that cannot be reached or read, in one line."""
+    import pyarrow.fs
+
+    def probe():
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+        fs.get_file_info(path)
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        pool.submit(probe).result(timeout=timeout_s)
+    except FutureTimeout:
+        raise UsageError(f"--storage-path {uri}: no answer within {timeout_s:.0f} s") from None
+    except (OSError, ValueError, pyarrow.ArrowException) as e:
+        reason = cli.first_line(e)
+        raise UsageError(f"--storage-path {uri}: cannot be used ({reason})") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
 def run(tracking_uri: str, storage_path: str) -> None:
     """All checks for the connected cluster (a no-op on a one-host cluster that runs trials).
 
@@ -122,7 +145,7 @@ def connect_ray(state: SweepState) -> bool:
                     ray.init(address=state.address, **kwargs)
                 except (ConnectionError, RuntimeError, ValueError) as e:
                     raise UsageError(f"--address {state.address!r}: cannot join a Ray cluster "
-                                     f"({str(e).splitlines()[0][:200]})") from None
+                                     f"({cli.first_line(e)})") from None
     try:
         check_fits(state, local=local)
     except BaseException:
@@ -184,7 +207,7 @@ def check_reachable(address: str, timeout_s: float = 5) -> None:
         target = (address.split("://", 1)[1] if "://" in address
                   else canonicalize_bootstrap_address(address))
     except (ConnectionError, ValueError) as e:
-        raise UsageError(f"--address {address!r}: {str(e).splitlines()[0][:200]}") from None
+        raise UsageError(f"--address {address!r}: {cli.first_line(e)}") from None
     if target is None:  # auto, and RAY_ADDRESS=local: ray.init starts a local Ray
         return
     host, _, port = target.rpartition(":")
@@ -261,7 +284,7 @@ def wait_for_gpus(timeout_s: float = 900) -> float:
     try:
         request_resources(bundles=[{"GPU": 1}])
     except Exception as e:  # noqa: BLE001 - a cluster without an autoscaler just has no GPUs
-        print(f"  the cluster cannot scale ({str(e).splitlines()[0][:120]})", flush=True)
+        print(f"  the cluster cannot scale ({cli.first_line(e, 120)})", flush=True)
         return 0.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from motioncore import cli
 from motioncore.config import METRIC_NAMES, UsageError
-from orchestrator import report, tracking
+from orchestrator import report, store
 from search_spaces import load
 
 COLUMNS = ["cell", "seed", "status", "commit", "machine", "date", "wall_s",
@@ -51,7 +51,7 @@ def read(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise UsageError(f"{path}: not a readable record ({str(e).splitlines()[0][:120]})") from None
+        raise UsageError(f"{path}: not a readable record ({cli.first_line(e, 120)})") from None
     missing = [c for c in ("cell", "seed", "run_id") if c not in frame]
     if missing:
         raise UsageError(f"{path}: not a record (no column {missing[0]!r})")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(or --tables RECORD to regenerate the tables)")
     out = cli.check_output("--out", a.out)
     old = read(out) if out.exists() else pd.DataFrame(columns=COLUMNS)
-    client = tracking.client_for(a.tracking_uri)
+    client = store.client_for(a.tracking_uri)
     exp = client.get_experiment_by_name(a.experiment)
     if exp is None:
         raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from motioncore import cli
 from motioncore.config import FIELDS, UsageError, parse_value
 from motioncore.config import METRIC_NAMES as NAMES
-from orchestrator import stats, tracking
+from orchestrator import stats, store, tracking
 from search_spaces import load
 
 TABLE_METRICS = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe", "recon_l1", "attn_acc")
@@ -234,7 +234,7 @@ def _existing_run_ids(path: Path) -> set[str]:
         table = pq.read_table(path, columns=["run_id"])
     except (OSError, pa.ArrowException, KeyError) as e:
         raise UsageError(f"--out {path.parent}: its results.parquet is not a results table "
-                         f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                         f"({cli.first_line(e, 120)}); "
                          "move it away or choose another --out") from None
     return set(table.column("run_id").to_pylist())
 
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--tracking-uri {a.tracking_uri}: no such store (a sqlite file that "
                          "does not exist); pass the store the sweep logged to")
     before = _existing_run_ids(out / "results.parquet")
-    client = tracking.client_for(a.tracking_uri)
+    client = store.client_for(a.tracking_uri)
     exp = client.get_experiment_by_name(a.experiment)
     if exp is None:
         raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")

@@ -18,7 +18,7 @@ from motioncore.cli import CLOSED_PIPE
 from motioncore.config import FIELDS
 from orchestrator import console, plan, tracking
 from orchestrator.callbacks import SweepCallback
-from orchestrator.state import SweepState
+from orchestrator.state import SweepState, code_version
 from orchestrator.trainable import FINAL, flatten, run_trial
 from orchestrator.watchdog import Watchdog, limit_s
 from search_spaces import Space, load
@@ -204,7 +204,7 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
     space = load(state.space)
     specs = plan.trials(space, seeds=state.seeds, dry_run=state.dry_run, sets=state.sets,
                         cells=state.cells)
-    commit = tracking.git_commit()
+    commit = code_version()
     if state.code and commit != state.code:  # resumed with --allow-code-change: say so
         console.say(f"note: this sweep started on code {state.code[:20]}; new trials run "
                     f"{commit[:20]}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +50,7 @@ class SweepState:
     grace_fraction: float = 0.25  # ASHA: the fraction of its reports a trial runs at least
     reduction_factor: int = 2  # ASHA: a rung keeps 1 / reduction_factor of its trials
     trial_timeout_s: float = 0.0  # a trial not reporting this long is ended (0: from the plan)
-    code: str = ""  # the code the sweep runs (tracking.git_commit()); a resume on other code is refused
+    code: str = ""  # the code the sweep runs (code_version()); a resume on other code is refused
 
     @property
     def path(self) -> Path:
@@ -90,6 +92,23 @@ class SweepState:
             raise UsageError(f"--resume {sweep_dir}: its {FILE} belongs to sweep {state.sweep_dir} "
                              "(a copied or moved directory); resume that one")
         return state
+
+
+def code_version() -> str:
+    """The code a sweep runs: the commit, with ``+dirty.<hash of the diff>`` when the work tree
+    differs from it, so two dirty trees compare equal only when their changes are the same."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout
+
+    try:
+        head = git("rev-parse", "HEAD").strip()
+        if not head:
+            return "unknown"
+        diff = git("diff", "HEAD")  # the whole work tree, wherever git runs
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else head
 
 
 def check_trusted(state: SweepState, remote_trusted: bool) -> None:

@@ -14,14 +14,13 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
 from motioncore import cli, mnist
 from motioncore.config import UsageError
-from orchestrator import console, plan, preflight, tracking
-from orchestrator.state import DriverLock, SweepState, check_trusted
+from orchestrator import console, plan, preflight, store, tracking
+from orchestrator.state import DriverLock, SweepState, check_trusted, code_version
 from search_spaces import Space, load, names
 from search_spaces.space import SAMPLERS, SCHEDULERS
 
@@ -183,17 +182,17 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     data_dir = _check_data(a.data_dir)
     # A tracking server is checked before anything starts. A local store is opened while Ray
     # starts: importing MLflow and creating a new sqlite schema take seconds.
-    store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-    new_store = store if store is not None and not store.exists() else None
-    pending = ThreadPoolExecutor(1).submit(_open_store, uri) if tracking.is_local(uri) else None
-    client = None if pending else tracking.client_for(uri)
+    db_file = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    new_store = db_file if db_file is not None and not db_file.exists() else None
+    pending = ThreadPoolExecutor(1).submit(_open_store, uri) if store.is_local(uri) else None
+    client = None if pending else store.client_for(uri)
     state = SweepState(
         space=space.name, dry_run=a.dry_run, seeds=a.seeds, sets=sets, cells=a.cells,
         samples=samples_for(space, a), max_concurrent=a.max_concurrent,
         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         max_failures=a.max_failures, checkpoint_every_s=a.checkpoint_every_s, tracking_uri=uri,
         trial_timeout_s=a.trial_timeout_s, experiment=a.experiment or space.name,
-        search_seed=a.search_seed, code=tracking.git_commit(), sampler=a.sampler,
+        search_seed=a.search_seed, code=code_version(), sampler=a.sampler,
         scheduler=a.scheduler, grace_fraction=space.grace_fraction,
         reduction_factor=space.reduction_factor, address=a.address, storage_path=storage,
         data_dir=data_dir, sweep_dir=str(sweep_dir.resolve()))
@@ -226,7 +225,7 @@ def _locations(a: argparse.Namespace, space: Space) -> tuple[Path, str, Path, st
     """The sweeps' root, tracking URI, this sweep's directory (not made yet) and Tune storage,
     each checked writable (or reachable) before anything starts or is written."""
     root = Path(a.out)
-    uri = a.tracking_uri or tracking.default_uri(root)
+    uri = a.tracking_uri or store.default_uri(root)
     cli.check_output("--out", root, directory=True)
     if uri.startswith("sqlite:///"):
         cli.check_output("--tracking-uri", Path(uri[len("sqlite:///"):]).parent, directory=True)
@@ -238,28 +237,8 @@ def _locations(a: argparse.Namespace, space: Space) -> tuple[Path, str, Path, st
         storage = str(Path(storage).resolve())
         cli.check_output("--storage-path", storage, directory=True)
     else:
-        _check_remote_storage(storage)
+        preflight.check_remote_storage(storage)
     return root, uri, sweep_dir, storage
-
-
-def _check_remote_storage(uri: str, timeout_s: float = 60) -> None:
-    """Refuse remote Tune storage (s3://...) that cannot be reached or read, in one line."""
-    import pyarrow.fs
-
-    def probe():
-        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-        fs.get_file_info(path)
-
-    pool = ThreadPoolExecutor(1)
-    try:
-        pool.submit(probe).result(timeout=timeout_s)
-    except FutureTimeout:
-        raise UsageError(f"--storage-path {uri}: no answer within {timeout_s:.0f} s") from None
-    except (OSError, ValueError, pyarrow.ArrowException) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UsageError(f"--storage-path {uri}: cannot be used ({reason})") from None
-    finally:
-        pool.shutdown(wait=False)
 
 
 def _claim(state: SweepState, custom_storage: bool) -> None:
@@ -315,16 +294,16 @@ def resume(a: argparse.Namespace) -> int:
                           address=a.address or state.address)
     check_trusted(state, a.trust_storage)
     cli.check_output("--resume", state.sweep_dir, directory=True)  # a read-only sweep directory
-    code = tracking.git_commit()
+    code = code_version()
     if state.code and code != state.code and not a.allow_code_change:
         raise UsageError(f"--resume {a.resume}: the sweep ran code {state.code[:20]} and this is "
                          f"{code[:20]}; its trials would mix code (pass --allow-code-change to "
                          "continue anyway, recorded on every new trial)")
-    store = state.tracking_uri[len("sqlite:///"):] if state.tracking_uri.startswith("sqlite:///") else ""
-    if store and not Path(store).is_file():  # a mistyped path would make a new, empty store
+    db_file = state.tracking_uri[len("sqlite:///"):] if state.tracking_uri.startswith("sqlite:///") else ""
+    if db_file and not Path(db_file).is_file():  # a mistyped path would make a new, empty store
         raise UsageError(f"--resume {a.resume}: its tracking store {state.tracking_uri} does not "
                          "exist; pass the --tracking-uri the sweep used")
-    client = tracking.client_for(state.tracking_uri)  # checked before anything is written
+    client = store.client_for(state.tracking_uri)  # checked before anything is written
     exp = client.get_experiment_by_name(state.experiment)
     if exp is None or not tracking.has_run(client, state.parent_run_id, exp.experiment_id):
         raise UsageError(f"--resume {a.resume}: its sweep (parent run {state.parent_run_id} in "
@@ -340,7 +319,7 @@ def resume(a: argparse.Namespace) -> int:
 
 def _open_store(uri: str):
     """The tracking client, then Tune's modules: both import for seconds, off Ray's start-up path."""
-    client = tracking.client_for(uri)
+    client = store.client_for(uri)
     from orchestrator import runner  # noqa: F401
 
     return client

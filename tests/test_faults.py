@@ -18,7 +18,7 @@ import pytest
 from conftest import free_port, isolated_env, mlflow_process, stop_group
 from mlflow.tracking import MlflowClient
 
-from orchestrator import tracking
+from orchestrator import store
 
 CELLS = ("baseline", "loss=l2", "noise=0.0", "disappear=True")
 SETS = ("steps=30", "eval_every=10", "val_size=16", "test_size=32", "width=4", "depth=1")
@@ -134,7 +134,7 @@ def _val_steps(uri: str) -> list[int]:
     """The steps of the only child run's logged ``val_acc_fg`` (empty before it exists)."""
     if not Path(uri[len("sqlite:///"):]).exists():
         return []
-    client = tracking.client_for(uri)  # waits while the sweep creates the store's schema
+    client = store.client_for(uri)  # waits while the sweep creates the store's schema
     try:
         exp = client.get_experiment_by_name("seed_table")
     except Exception:  # the store is still being made

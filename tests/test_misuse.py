@@ -26,7 +26,7 @@ from motioncore.checkpoint import load_checkpoint
 from motioncore.data import main as data_main
 from motioncore.predict import main as predict_main
 from motioncore.train import main as train_main
-from orchestrator import tracking
+from orchestrator import store, tracking
 from orchestrator.report import main as report_main
 from orchestrator.state import LOCK, DriverLock, SweepState
 from orchestrator.sweep import main as sweep_main
@@ -58,7 +58,7 @@ def recorded(tmp_path_factory) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = [d for d in (root / "sweeps").iterdir() if d.is_dir() and d.name != "mlartifacts"]
     state = SweepState.load(sweep)
-    client = tracking.client_for(state.tracking_uri)
+    client = store.client_for(state.tracking_uri)
     child = tracking.child_runs(client, client.get_experiment_by_name("seed_table").experiment_id,
                                 state.parent_run_id)[0].info.run_id
     other = client.create_experiment("other")
@@ -81,7 +81,7 @@ def recorded(tmp_path_factory) -> dict:
     (root / "edited" / "sweep.json").write_text(json.dumps({**json.loads(state.path.read_text()),
                                                             "colour": "blue"}))
     other_store = f"sqlite:///{root / 'other.db'}"  # another store, with the same experiment
-    tracking.client_for(other_store).create_experiment("seed_table")
+    store.client_for(other_store).create_experiment("seed_table")
     remote = root / "remote"  # a sweep whose Tune state lies in storage nobody can check
     remote.mkdir()
     (remote / "sweep.json").write_text(json.dumps({**json.loads(state.path.read_text()),

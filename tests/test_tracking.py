@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from motioncore.config import UsageError
-from orchestrator import tracking
+from orchestrator import store, tracking
 
 
 def test_a_new_sqlite_store_holds_a_sweeps_parent_child_and_metrics(tmp_path):
-    client = tracking.client_for(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")  # parent made too
+    client = store.client_for(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")  # parent made too
     exp = tracking.experiment_id(client, "space", tmp_path / "artifacts")
     assert tracking.experiment_id(client, "space", tmp_path / "artifacts") == exp  # found again
     parent = tracking.start_parent(client, exp, "sweep", {"space": "space"})
@@ -36,12 +36,12 @@ def test_a_new_sqlite_store_holds_a_sweeps_parent_child_and_metrics(tmp_path):
 ])
 def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(uri, named):
     with pytest.raises(UsageError, match=named) as e:
-        tracking.client_for(uri)
+        store.client_for(uri)
     assert uri in str(e.value) and "\n" not in str(e.value)
 
 
 def test_runs_left_running_by_a_killed_driver_are_closed_and_say_why(tmp_path):
-    client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = store.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = tracking.experiment_id(client, "space", tmp_path / "artifacts")
     parent = tracking.start_parent(client, exp, "sweep", {"space": "space"})
     tags = {"stage": "search", "cell": "c", "config_hash": "h", "seed": "0"}
