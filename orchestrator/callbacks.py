@@ -1,4 +1,5 @@
-"""The driver's Tune callback: MLflow child runs per trial, and a progress line per trial."""
+"""The driver's Tune callbacks: MLflow child runs per trial (``SweepCallback``), and a progress
+line per trial with the stage's ETA (``ProgressLine``)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,14 @@ from orchestrator.trainable import FINAL, flatten, trial_config
 
 
 class SweepCallback(Callback):
-    """Logs every trial to MLflow under the sweep's parent run and prints progress."""
+    """Logs every trial to MLflow under the sweep's parent run."""
 
     def __init__(self, state_file: str, exp_id: str, parent: str, *, space: str, stage: str,
-                 total: int, commit: str, estimates: dict[str, float] | None = None,
-                 planned: float = 0.0, dry_run: bool = False, watchdog=None):
-        """``estimates``: the plan's seconds for one trial of each cell; ``planned``: their sum
-        over the stage's trials. The time left is the plan's remainder, scaled by how long the
-        finished trials took against their estimates (concurrency and machine speed included)."""
+                 commit: str, dry_run: bool = False, watchdog=None):
         # The tracking URI is read from the sweep's state file when first needed, so a resumed
         # sweep (whose Tune state holds a pickled copy of this callback) logs where it is told to.
         self.state_file, self.exp_id, self.parent = state_file, exp_id, parent
-        self.space, self.stage, self.total, self.commit = space, stage, total, commit
+        self.space, self.stage, self.commit = space, stage, commit
         self.dry_run = dry_run
         self.watchdog = watchdog  # a Watchdog ending stalled trials: it knows why they failed
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
@@ -32,11 +29,7 @@ class SweepCallback(Callback):
         # trial trains again from its last checkpoint, which may be older than its last logged
         # evaluation: those evaluations are not logged twice.
         self.logged: dict[str, dict[str, int]] = {}
-        self.started: dict[str, float] = {}
         self.placed: dict[str, str] = {}  # Tune trial id -> the node/GPUs it reported from
-        self.done = 0
-        self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
-        self.first_start: float | None = None
         self._client = None
         # A fresh stage makes every child run; a stage restored from Tune's state (this object
         # unpickled) first looks for the run an earlier driver made for the same trial.
@@ -88,8 +81,6 @@ class SweepCallback(Callback):
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.started.setdefault(trial.trial_id, time.time())
-        self.first_start = self.first_start or time.time()
         self._run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -118,15 +109,38 @@ class SweepCallback(Callback):
         if trial.checkpoint is not None:  # the last one: checkpoint.pt, config, metrics, pictures
             with trial.checkpoint.as_directory() as path:  # local storage: no copy
                 self.client.log_artifacts(run_id, path)
-        status = "finished" if finished else "stopped early"
         tracking.finish(self.client, run_id, "FINISHED" if finished else "KILLED")
-        self._line(trial, status, result)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        reason = (self.watchdog and self.watchdog.reason(trial.trial_id)) or _error_reason(trial)
-        tracking.finish(self.client, run_id, "FAILED", {"failure_reason": reason})
-        self._line(trial, f"FAILED: {reason}", trial.last_result or {})
+        tracking.finish(self.client, run_id, "FAILED",
+                        {"failure_reason": failure_reason(trial, self.watchdog)})
+
+
+class ProgressLine(Callback):
+    """A line per finished trial: its test metrics, its time, the stage's elapsed time and ETA."""
+
+    def __init__(self, *, stage: str, total: int, estimates: dict[str, float] | None = None,
+                 planned: float = 0.0, dry_run: bool = False, watchdog=None):
+        """``estimates``: the plan's seconds for one trial of each cell; ``planned``: their sum
+        over the stage's trials. The time left is the plan's remainder, scaled by how long the
+        finished trials took against their estimates (concurrency and machine speed included)."""
+        self.stage, self.total, self.dry_run, self.watchdog = stage, total, dry_run, watchdog
+        self.started: dict[str, float] = {}
+        self.done = 0
+        self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
+        self.first_start: float | None = None
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+        self.first_start = self.first_start or time.time()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        self._line(trial, "finished" if result.get(FINAL) else "stopped early", result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, f"FAILED: {failure_reason(trial, self.watchdog)}", trial.last_result or {})
 
     def _line(self, trial, status: str, result: dict) -> None:
         self.done += 1
@@ -165,6 +179,11 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def failure_reason(trial, watchdog=None) -> str:
+    """One line: why the watchdog ended the trial, or the exception it raised."""
+    return (watchdog and watchdog.reason(trial.trial_id)) or _error_reason(trial)
 
 
 def _error_reason(trial) -> str:

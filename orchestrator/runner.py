@@ -17,7 +17,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from motioncore.cli import CLOSED_PIPE
 from motioncore.config import FIELDS
 from orchestrator import console, plan, tracking
-from orchestrator.callbacks import SweepCallback
+from orchestrator.callbacks import ProgressLine, SweepCallback
 from orchestrator.state import SweepState, code_version
 from orchestrator.trainable import FINAL, flatten, run_trial
 from orchestrator.watchdog import Watchdog, limit_s
@@ -55,7 +55,7 @@ def _trainable(state: SweepState):
     return tune.with_resources(run_trial, resources)
 
 
-def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.RunConfig:
+def _run_config(state: SweepState, name: str, callbacks: list) -> tune.RunConfig:
     # Tune's per-trial result.json and progress.csv (which its result grid reads) but not its
     # default TensorBoard logger, which imports torch into the driver: 2-3 s of CPU taken from
     # the trials. Tune reads the switch when the stage starts.
@@ -69,9 +69,8 @@ def _run_config(state: SweepState, name: str, callback: SweepCallback) -> tune.R
     # design; Tune would warn about it after every few trials of seconds on a GPU.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
-    watch = [callback.watchdog] if callback.watchdog else []
     return tune.RunConfig(
-        name=name, storage_path=state.storage_path, callbacks=[callback, *watch, *loggers],
+        name=name, storage_path=state.storage_path, callbacks=[*callbacks, *loggers],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=state.max_failures),
         # Three kept checkpoints, at most one per --checkpoint-every-s, and a 2 s experiment
@@ -102,21 +101,24 @@ def _fit(state, name: str, make_tuner, resuming: bool):
 
 
 def _stage(state: SweepState, space: Space, exp_id: str, commit: str, stage: str,
-           specs: list[plan.TrialSpec], count: int) -> SweepCallback:
-    """The MLflow logging, progress line and watchdog of a stage of ``count`` trials of
-    ``specs``' cells."""
+           specs: list[plan.TrialSpec], count: int) -> list:
+    """A stage's driver callbacks for ``count`` trials of ``specs``' cells: the MLflow logging,
+    the progress line and the watchdog."""
     estimates = {s.cell.id: plan.estimate_seconds(s.config) for s in specs}
     planned = sum(estimates[s.cell.id] for s in specs) * count / len(specs)
-    return SweepCallback(str(state.path), exp_id, state.parent_run_id, space=space.name,
-                         stage=stage, total=count, commit=commit, estimates=estimates,
-                         planned=planned, dry_run=state.dry_run, watchdog=_watchdog(state, specs))
+    watchdog = _watchdog(state, specs)
+    return [SweepCallback(str(state.path), exp_id, state.parent_run_id, space=space.name,
+                          stage=stage, commit=commit, dry_run=state.dry_run, watchdog=watchdog),
+            ProgressLine(stage=stage, total=count, estimates=estimates, planned=planned,
+                         dry_run=state.dry_run, watchdog=watchdog),
+            watchdog]
 
 
-def _tuner(state: SweepState, stage: str, callback: SweepCallback, param_space: dict,
+def _tuner(state: SweepState, stage: str, callbacks: list, param_space: dict,
            **tune_config) -> tune.Tuner:
     """A stage's Tuner: warm workers (no torch import per trial), trials named cell-sSEED-id."""
     return tune.Tuner(_trainable(state), param_space=param_space,
-                      run_config=_run_config(state, stage, callback),
+                      run_config=_run_config(state, stage, callbacks),
                       tune_config=tune.TuneConfig(
                           max_concurrent_trials=state.max_concurrent, trial_name_creator=_trial_name,
                           trial_dirname_creator=_trial_name, reuse_actors=True, **tune_config))
@@ -137,10 +139,10 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     metric = f"val_{space.metric}"
     searches, schedulers = cell_searches(
         space, state, fixed, {s.cell.id: s.config for s in firsts}, storage=study_storage(state))
-    callback = _stage(state, space, exp_id, commit, "search", firsts, state.samples * len(firsts))
+    callbacks = _stage(state, space, exp_id, commit, "search", firsts, state.samples * len(firsts))
     constant = {k: v for k, v in _trial_params(state, firsts[0]).items() if k in CONSTANT}
     results = _fit(state, "search", lambda: _tuner(
-        state, "search", callback, constant, search_alg=searches, scheduler=schedulers,
+        state, "search", callbacks, constant, search_alg=searches, scheduler=schedulers,
         num_samples=state.samples * len(firsts)), resuming)
     if resuming:
         fail_unfinished(study_storage(state), [f"search-{s.cell.id}" for s in firsts])
@@ -212,9 +214,9 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
         specs = _search_stage(state, space, specs, client, exp_id, commit, resuming)
         if specs is None:
             return 1
-    callback = _stage(state, space, exp_id, commit, "replicate", specs, len(specs))
+    callbacks = _stage(state, space, exp_id, commit, "replicate", specs, len(specs))
     grid = [_trial_params(state, s) for s in specs]
-    _fit(state, "replicate", lambda: _tuner(state, "replicate", callback,
+    _fit(state, "replicate", lambda: _tuner(state, "replicate", callbacks,
                                             {"trial": tune.grid_search(grid)}), resuming)
     if resuming:
         tracking.close_orphans(client, exp_id, state.parent_run_id)
