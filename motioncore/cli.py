@@ -80,6 +80,12 @@ def check_output(flag: str, path: str | os.PathLike, *, directory: bool = False)
     ``directory``: ``path`` is a directory (made when missing); else a file, whose directory
     must exist. Nothing is created here."""
     path = Path(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a name over 255 characters, a loop of links, ...
+        raise UsageError(f"{flag} {str(path)[:80]}...: not a usable path ({e.strerror})") from None
     if path.exists() and path.is_dir() != directory:
         raise UsageError(f"{flag} {path}: is a {'file' if directory else 'directory'}, not a "
                          f"{'directory' if directory else 'file'}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from motioncore import cli
 from motioncore.config import METRIC_NAMES, UsageError
-from orchestrator import report, store, tracking
+from orchestrator import report, tracking
 
 
 def plateau_step(curve: list[tuple[int, float]], within: float) -> int | None:
@@ -71,13 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--within {a.within}: must be a number of points > 0")
     if a.json:
         cli.check_output("--json", a.json)
-    client = store.client_for(a.tracking_uri)
-    exp = client.get_experiment_by_name(a.experiment)
-    if exp is None:
-        raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
-    parent = (report.check_parent(client, exp, a.parent) if a.parent
-              else report.latest_parent(client, exp.experiment_id))
-    cells = study(client, exp.experiment_id, parent, a.metric, a.within)
+    client, exp_id, parent = report.open_sweep(a.tracking_uri, a.experiment, a.parent)
+    cells = study(client, exp_id, parent, a.metric, a.within)
     print(f"val {a.metric}: the step after which every evaluation stays within {a.within:g} "
           f"points of the last (the latest over seeds)")
     for cell, c in cells.items():

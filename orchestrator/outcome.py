@@ -105,6 +105,8 @@ def write(storage_url: str, cells: list[str], metric: str, out: Path) -> tuple[l
     summary = lines(outcomes, metric, storage_url)
     files = [out / "search.json", out / "search.md", out / "search.png"]
     files[0].write_text(json.dumps({"metric": f"val_{metric}", "cells": outcomes}, indent=2))
-    files[1].write_text("# What the search found\n\n" + "\n".join(f"- {s}" for s in summary) + "\n")
+    # bold, not a heading: it ends the parent run's description in MLflow, under the table
+    files[1].write_text("**What the search found**\n\n" + "\n".join(f"- {s}" for s in summary)
+                        + "\n")
     plot(outcomes, metric, files[2])
     return summary, files

@@ -22,7 +22,7 @@ import pandas as pd
 
 from motioncore import cli
 from motioncore.config import METRIC_NAMES, UsageError
-from orchestrator import report, store
+from orchestrator import report
 from search_spaces import load
 
 COLUMNS = ["cell", "seed", "status", "commit", "machine", "date", "wall_s",
@@ -145,13 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(or --tables RECORD to regenerate the tables)")
     out = cli.check_output("--out", a.out)
     old = read(out) if out.exists() else pd.DataFrame(columns=COLUMNS)
-    client = store.client_for(a.tracking_uri)
-    exp = client.get_experiment_by_name(a.experiment)
-    if exp is None:
-        raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
-    parent = (report.check_parent(client, exp, a.parent) if a.parent
-              else report.latest_parent(client, exp.experiment_id))
-    rows = report.rows_from_mlflow(client, exp.experiment_id, parent)
+    client, exp_id, parent = report.open_sweep(a.tracking_uri, a.experiment, a.parent)
+    rows = report.rows_from_mlflow(client, exp_id, parent)
     if not rows:
         raise UsageError(f"sweep {parent}: has no replicate trial to record")
     new = pd.DataFrame(rows).reindex(columns=COLUMNS)

@@ -257,6 +257,21 @@ def check_parent(client, exp, run_id: str) -> str:
     return run_id
 
 
+def open_sweep(uri: str, experiment: str, parent: str | None):
+    """``(client, experiment id, parent run id)`` of a sweep named by the report-like CLIs'
+    flags; one line when the store, experiment or run is not there (a mistyped sqlite path
+    is refused rather than made into a new, empty store)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise UsageError(f"--tracking-uri {uri}: no such store (a sqlite file that does not "
+                         "exist); pass the store the sweep logged to")
+    client = store.client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UsageError(f"--experiment {experiment!r}: not in {uri}")
+    run = check_parent(client, exp, parent) if parent else latest_parent(client, exp.experiment_id)
+    return client, exp.experiment_id, run
+
+
 def latest_parent(client, exp_id: str) -> str:
     runs = client.search_runs([exp_id], filter_string="tags.sweep_dir != ''",  # parents only
                               order_by=["attributes.start_time DESC"], max_results=1)
@@ -279,24 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                         "have (another sweep's table, or runs since deleted)")
     a = p.parse_args(argv)
     out = cli.check_output("--out", a.out, directory=True)
-    if a.tracking_uri.startswith("sqlite:///") and not Path(a.tracking_uri[10:]).is_file():
-        raise UsageError(f"--tracking-uri {a.tracking_uri}: no such store (a sqlite file that "
-                         "does not exist); pass the store the sweep logged to")
     before = _existing_run_ids(out / "results.parquet")
-    client = store.client_for(a.tracking_uri)
-    exp = client.get_experiment_by_name(a.experiment)
-    if exp is None:
-        raise UsageError(f"--experiment {a.experiment!r}: not in {a.tracking_uri}")
-    parent = check_parent(client, exp, a.parent) if a.parent else latest_parent(
-        client, exp.experiment_id)
-    rows = rows_from_mlflow(client, exp.experiment_id, parent)
+    client, exp_id, parent = open_sweep(a.tracking_uri, a.experiment, a.parent)
+    rows = rows_from_mlflow(client, exp_id, parent)
     if before and not a.overwrite:
         other = before - {r["run_id"] for r in rows}
         if other:  # another sweep's table, or runs this one no longer has
             raise UsageError(f"--out {out}: its results.parquet holds {len(other)} run(s) that "
                              f"sweep {parent} does not have (another sweep's table?); name the "
                              "sweep with --parent, choose another --out, or pass --overwrite")
-    files = build(client, exp.experiment_id, parent, out, rows=rows)
+    files = build(client, exp_id, parent, out, rows=rows)
     print((Path(a.out) / "ablation.md").read_text())
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -33,7 +33,11 @@ def client_for(uri: str) -> MlflowClient:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise UsageError(f"--tracking-uri {uri!r}: the store is read-only here (sqlite needs "
+                             "to write the file and its directory)")
     elif not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
         raise UsageError(f"--tracking-uri {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or a "
                          "database URI (MLflow 3 has no file store)")
@@ -46,9 +50,9 @@ def client_for(uri: str) -> MlflowClient:
     try:
         if not uri.startswith(("sqlite:", "http://", "https://", "databricks")):
             _ping_database(uri)  # once: MLflow itself retries an unreachable database for ~100 s
-        client = MlflowClient(tracking_uri=uri)  # a database URI needs its driver installed
-        with _creating(uri):
-            client.search_experiments(max_results=1)  # a new sqlite store gets its schema here
+        with _creating(uri):  # a new sqlite store gets its schema here
+            client = MlflowClient(tracking_uri=uri)  # a database URI needs its driver installed
+            client.search_experiments(max_results=1)
     except Exception as e:  # any failure here means no trial could be logged
         reason = cli.first_line(e, 400)
         raise UsageError(f"--tracking-uri {uri!r}: the tracking store does not answer ({reason})") \

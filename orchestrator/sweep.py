@@ -138,7 +138,8 @@ def check_args(a: argparse.Namespace) -> Space:
         except ValueError:
             gpus = -1.0
         if not 0 <= gpus <= 64:  # NaN fails too
-            raise UsageError(f"--gpus-per-trial {a.gpus_per_trial!r}: must be a number >= 0 or auto")
+            raise UsageError(f"--gpus-per-trial {a.gpus_per_trial!r}: allowed: a number from 0 "
+                             "to 64 (a fraction packs trials on a GPU), or auto")
         a.gpus_per_trial = gpus
         if gpus > 0 and not a.address and not a.resume:
             import torch

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from orchestrator.report import _delta, paired_rows
+from orchestrator.report import PAIRED_METRICS, _delta, paired_rows
 from orchestrator.stats import paired
 
 
@@ -39,6 +39,8 @@ def test_the_table_marks_significant_cells_and_says_n_a_below_two_seeds():
     assert _delta("acc_fg", base, "b") == "baseline"
     assert _delta("acc_fg", sig, "b").endswith("]*") and _delta("acc_fg", sig, "b").startswith("+10.")
     assert _delta("acc_fg", lone, "b") == "n/a"
-    rows = paired_rows([{**sig, "paired_acc": sig["paired_acc_fg"]}], "b")
-    assert {r["metric"] for r in rows} == {"acc", "acc_fg"} and all(r["significant"] for r in rows)
+    rows = paired_rows([{**sig, **{f"paired_{m}": sig["paired_acc_fg"] for m in PAIRED_METRICS}}],
+                       "b")
+    assert {r["metric"] for r in rows} == {"acc", "acc_fg", "fg_net"}
+    assert all(r["significant"] for r in rows)
     assert rows[0]["n_pairs"] == 3 and rows[0]["ci95_low_pct"] > 0
