@@ -272,3 +272,23 @@ def test_a_stalled_trial_is_ended_retried_and_recorded_and_the_sweep_goes_on(tmp
     assert by_cell["baseline"].info.status == "FINISHED"
     assert by_cell["loss=l2"].info.status == "FAILED"
     assert by_cell["loss=l2"].data.tags["failure_reason"].startswith("stalled: no report for")
+
+
+def test_a_sweep_whose_reader_leaves_records_its_trials_as_they_really_ended(tmp_path):
+    """``sweep | head -1``: the sweep goes on with nobody reading, ends with status 141, and its
+    trial and parent are FINISHED, not FAILED for the reader's departure."""
+    with open(tmp_path / "stderr.log", "w") as err:  # as in a shell: only stdout is piped
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--space", "ablation",
+                                 "--dry-run", "--cells", "baseline", "--out", "out", *_sets()],
+                                cwd=tmp_path, env=isolated_env(), stdout=subprocess.PIPE,
+                                stderr=err, text=True, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader leaves after one line
+        assert proc.wait(timeout=300) == 141, (first, (tmp_path / "stderr.log").read_text()[-2000:])
+    finally:
+        stop_group(proc)
+    parents, children = _runs(f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}", "ablation")
+    assert [r.info.status for r in parents] == ["FINISHED"]
+    assert [r.info.status for r in children] == ["FINISHED"]
+    assert not any("failure_reason" in r.data.tags for r in children)
