@@ -66,6 +66,11 @@ class RunConfig:
     loss: str = "l1"  # reconstruction penalty for unsupervised runs: l1 | l2
     occlusion_mask: bool = False  # unsupervised: leave target pixels that receive no content or
     #   content from more than one pixel (coverage outside [0.5, 1.5]) out of the reconstruction terms
+    recon_weight: float = 1.0  # unsupervised: the fused reconstruction of the target (0 drops it)
+    layer_weight: float = 0.0  # unsupervised: cross-entropy against the layered teacher's labels
+    #   (motioncore/teacher.py: velocity from the frames' alpha layers over the static background)
+    attend_weight: float = 0.0  # T=5 unsupervised: the fused reconstruction with the motion
+    #   detached, which trains the attention alone (for objectives without recon)
     direction_weight: float = 0.5  # T=5 unsupervised: weight of each direction's own reconstruction term
     reverse_weight: float = 0.0  # unsupervised: weight of rebuilding frame 0 (and 4) by the reversed motion
     entropy_weight: float = 0.0  # unsupervised: per-pixel motion entropy penalty (ramped in)

@@ -20,7 +20,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from motioncore import motion
+from motioncore import motion, teacher
 from motioncore.config import ENTROPY_RAMP, RunConfig
 
 # --- the terms ------------------------------------------------------------------------------
@@ -96,6 +96,18 @@ def usage(*, probs: torch.Tensor) -> torch.Tensor:
     return (share * torch.log(share.clamp_min(1e-12))).sum() + math.log(share.shape[0])
 
 
+def layer(*, logits: torch.Tensor, layer_labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the layered teacher's labels (``motioncore.teacher``): the
+    sequence's velocity on the source pixels of the digit layer, zero motion on the rest."""
+    return cross_entropy(logits=logits, labels=layer_labels)
+
+
+def attend(*, fused_attention: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """T=5: the fused reconstruction with each direction's motion held fixed (detached): it
+    trains the attention alone, which side to trust where, for objectives without ``recon``."""
+    return penalty(fused_attention, target, kind)
+
+
 # --- the quantities the terms take ---------------------------------------------------------
 
 
@@ -116,7 +128,7 @@ class Quantities:
                  attention: torch.Tensor | None, labels: torch.Tensor | None, config: RunConfig):
         self.frames, self.logits, self.attention, self.labels = frames, logits, attention, labels
         self.r, self.kind, self.masked = config.motion_range, config.loss, config.occlusion_mask
-        self.k = config.num_classes
+        self.k, self.noise = config.num_classes, config.noise
 
     def _masks(self, p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Per direction, and fused (where either direction sees the pixel), for field ``p``."""
@@ -131,6 +143,10 @@ class Quantities:
         return motion.motion_probs(self.logits, self.k)
 
     @cached_property
+    def layer_labels(self) -> torch.Tensor:  # (N, D, H, W): the layered teacher's classes
+        return teacher.labels(self.frames, self.r, self.noise)
+
+    @cached_property
     def target(self) -> torch.Tensor:  # (N, H, W)
         return self.frames[:, motion.TARGET]
 
@@ -140,6 +156,10 @@ class Quantities:
 
     per_dir = _part("_soft", 0, "(N, D, H, W): each direction's soft reconstruction")
     fused = _part("_soft", 1, "(N, H, W): the fused soft reconstruction")
+
+    @cached_property
+    def fused_attention(self) -> torch.Tensor:  # (N, H, W): the fusion, motion held fixed
+        return motion.fuse(self.per_dir.detach(), self.attention)
 
     @cached_property
     def target_dir(self) -> torch.Tensor:  # (N, D, H, W): what each direction rebuilds alone
@@ -219,7 +239,9 @@ class Term:
 
 SUPERVISED = (Term("ce", cross_entropy),)
 UNSUPERVISED = (
-    Term("recon", recon),
+    Term("recon", recon, "recon_weight"),
+    Term("layer", layer, "layer_weight"),
+    Term("attend", attend, "attend_weight", two_directions=True),
     Term("direction", direction, "direction_weight", two_directions=True),
     Term("reverse", reverse, "reverse_weight"),
     Term("entropy", entropy, "entropy_weight", ramp=lambda p: min(1.0, p / ENTROPY_RAMP)),

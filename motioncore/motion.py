@@ -92,6 +92,14 @@ def splat(src: torch.Tensor, probs: torch.Tensor, r: int) -> torch.Tensor:
     return torch.gather(moved.flatten(2), 2, index).sum(1).view(n, h, w)  # (N, H, W)
 
 
+def every_shift(src: torch.Tensor, r: int) -> torch.Tensor:
+    """``src (N, H, W)`` moved by each of the K displacements: ``(N, K, H, W)``, class k's
+    slice the splat of a one-hot field of class k (content moved outside the canvas is lost)."""
+    n, h, w = src.shape
+    index = _pull_index(r, h, w, src.device)  # (K, H*W)
+    return F.pad(src, (r, r, r, r)).flatten(1)[:, index].view(n, len(index), h, w)
+
+
 def motion_probs(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Softmax over all K' channels, keeping the K motion classes: ``(N, D, K, H, W)``."""
     return logits.softmax(dim=2)[:, :, :k]

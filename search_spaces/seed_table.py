@@ -28,6 +28,12 @@ UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, reverse_weig
                     usage_weight=0.01, width=32)
 # r <= 3 converges in 1,000 steps; r=5 (120 moving classes) needs twice that.
 UNSUPERVISED_STEPS = {1: 1000, 2: 1000, 3: 1000, 5: 2000}
+# The layered objective: cross-entropy against the layered teacher's labels alone (one term, no
+# reconstruction), whose optimum is the true motion on faint pixels too (motioncore/teacher.py).
+LAYERED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, width=32, recon_weight=0.0,
+               layer_weight=1.0)
+# T=5 adds the attention's own term (the fused reconstruction with the motion held fixed).
+LAYERED_T5 = dict(LAYERED, attend_weight=1.0, direction_weight=0.0)
 # T=5: each direction's own argmax term (weight 2), since the fused one gives each side only
 # the attention's share of its gradient; the fused term stays at 1 (2 spreads a motion halo).
 UNSUPERVISED_T5 = dict(UNSUPERVISED, hard_weight=1.0, direction_hard_weight=2.0)

@@ -10,7 +10,17 @@ from motioncore.config import FIELDS, RunConfig, UsageError
 from motioncore.metrics import NAMES
 from orchestrator.plan import DRY_RUN, cell_config, seed_list, trials
 from orchestrator.state import SweepState
-from search_spaces import Space, ablation, demo, hpo, load, names, search_bench, seed_table
+from search_spaces import (
+    Space,
+    ablation,
+    demo,
+    hpo,
+    load,
+    names,
+    objective,
+    search_bench,
+    seed_table,
+)
 from search_spaces.space import (
     SAMPLERS,
     SCHEDULERS,
@@ -22,7 +32,7 @@ from search_spaces.space import (
 )
 
 MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo, "demo": demo,
-           "search_bench": search_bench}
+           "search_bench": search_bench, "objective": objective}
 
 
 def configs(space: Space, dry_run: bool = False) -> dict[str, RunConfig]:
