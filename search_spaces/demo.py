@@ -15,7 +15,7 @@ from search_spaces.space import Cell, Space
 # cell of seed_table -> its demo budget (steps); every cell also evaluates on fewer sequences
 # (supervised training sits on a plateau for a few hundred steps before it drops: r=1 leaves it
 # by step 400 on every seed tried, r >= 2 not reliably before 600)
-STEPS = {"sup_T3_r1": 400, "unsup_T3_r1": 250, "unsup_T3_r2": 250}
+STEPS = {"sup_T3_r1": 400, "unsup_T3_r1": 400, "unsup_T3_r2": 400}
 EVAL = dict(eval_every=100, val_size=250, test_size=500)
 
 

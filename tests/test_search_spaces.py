@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from motioncore.config import FIELDS, RunConfig, UsageError
+from motioncore.config import FIELDS, WEIGHTS, RunConfig, UsageError
 from motioncore.metrics import NAMES
 from orchestrator.plan import DRY_RUN, cell_config, seed_list, trials
 from orchestrator.state import SweepState
@@ -138,9 +138,17 @@ def test_seed_table_adds_each_directions_argmax_term_to_t5_cells_only():
     # T=3 cells keep the default, so their ids are the ones recorded before the term existed.
     assert weights == {(3, "supervised"): {0.0}, (3, "unsupervised"): {0.0},
                        (5, "unsupervised"): {2.0}}
-    # The fused argmax term: 2 at T=3; 1 at T=5, where 2 with the direction terms spreads motion.
+    # The fused argmax term: none at T=3 (the layered objective is one term); 1 at T=5, where 2
+    # with the direction terms spreads motion.
     hard = {(c.frames, c.supervision, c.hard_weight) for c in cfgs.values() if c.supervision != "supervised"}
-    assert hard == {(3, "unsupervised", 2.0), (5, "unsupervised", 1.0)}
+    assert hard == {(3, "unsupervised", 0.0), (5, "unsupervised", 1.0)}
+
+
+def test_seed_table_t3_unsupervised_rows_train_on_the_layered_teacher_alone():
+    for c in configs(seed_table.space()).values():
+        if (c.frames, c.supervision) == (3, "unsupervised"):
+            on = {w: getattr(c, w) for w in WEIGHTS if getattr(c, w) > 0 and w != "direction_weight"}
+            assert on == {"layer_weight": 1.0} and not c.occlusion_mask
 
 
 def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
