@@ -109,6 +109,9 @@ def make_batch(images: torch.Tensor, indices: torch.Tensor, *, motion_range: int
                split: str = "train") -> Batch:
     """Generate the sequences ``indices`` of (seed, split) from the split's uint8 digit images.
 
+    One function of about 60 lines on purpose: the scene is built in one vectorised pass
+    (velocities, windows, compositing, labels) whose intermediates are shared tensors.
+
     Per-sequence integers (hashes, velocities, window positions) are worked
     out in NumPy on the host, where small arrays are cheapest; per-pixel work runs in torch on the
     images' device.
