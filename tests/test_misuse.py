@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import isolated_env
 
 from motioncore import cli
 from motioncore.checkpoint import load_checkpoint
@@ -50,8 +51,7 @@ def recorded(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("recorded")
     run = root / "run"
     assert train_main(["--out", str(run), *TINY]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local",
-           "MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": ""}
+    env = isolated_env()
     done = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--space", "seed_table",
                            "--cells", "sup_T3_r1", "--dry-run", "--out", str(root / "sweeps")],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
