@@ -261,7 +261,8 @@ def open_sweep(uri: str, experiment: str, parent: str | None):
     """``(client, experiment id, parent run id)`` of a sweep named by the report-like CLIs'
     flags; one line when the store, experiment or run is not there (a mistyped sqlite path
     is refused rather than made into a new, empty store)."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    db = store.sqlite_file(uri)
+    if db is not None and not db.is_file():
         raise UsageError(f"--tracking-uri {uri}: no such store (a sqlite file that does not "
                          "exist); pass the store the sweep logged to")
     client = store.client_for(uri)

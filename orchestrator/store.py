@@ -27,13 +27,18 @@ def is_local(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` store, None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def client_for(uri: str) -> MlflowClient:
     """A client for ``uri``, after checking the store answers (one clear line when it does not)."""
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+    db = sqlite_file(uri)
+    if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise UsageError(f"--tracking-uri {uri!r}: the store is read-only here (sqlite needs "
@@ -76,12 +81,13 @@ def _ping_database(uri: str) -> None:
 def _creating(uri: str):
     """Hold ``<store>.lock`` while a sqlite store is first opened: two sweeps creating the same
     new store at once would both run MLflow's schema migrations ("duplicate column name")."""
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_file(uri)
+    if db is None:
         yield
         return
     import fcntl
 
-    with open(f"{uri[len('sqlite:///'):]}.lock", "a") as lock:
+    with open(f"{db}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

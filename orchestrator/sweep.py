@@ -183,7 +183,7 @@ def start(a: argparse.Namespace, space: Space, sets: dict[str, Any]) -> int:
     data_dir = _check_data(a.data_dir)
     # A tracking server is checked before anything starts. A local store is opened while Ray
     # starts: importing MLflow and creating a new sqlite schema take seconds.
-    db_file = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    db_file = store.sqlite_file(uri)
     new_store = db_file if db_file is not None and not db_file.exists() else None
     pending = ThreadPoolExecutor(1).submit(_open_store, uri) if store.is_local(uri) else None
     client = None if pending else store.client_for(uri)
@@ -228,8 +228,9 @@ def _locations(a: argparse.Namespace, space: Space) -> tuple[Path, str, Path, st
     root = Path(a.out)
     uri = a.tracking_uri or store.default_uri(root)
     cli.check_output("--out", root, directory=True)
-    if uri.startswith("sqlite:///"):
-        cli.check_output("--tracking-uri", Path(uri[len("sqlite:///"):]).parent, directory=True)
+    db = store.sqlite_file(uri)
+    if db is not None:
+        cli.check_output("--tracking-uri", db.parent, directory=True)
     sweep_dir = root / f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     while sweep_dir.exists():
         sweep_dir = Path(f"{sweep_dir}-1")
@@ -300,8 +301,8 @@ def resume(a: argparse.Namespace) -> int:
         raise UsageError(f"--resume {a.resume}: the sweep ran code {state.code[:20]} and this is "
                          f"{code[:20]}; its trials would mix code (pass --allow-code-change to "
                          "continue anyway, recorded on every new trial)")
-    db_file = state.tracking_uri[len("sqlite:///"):] if state.tracking_uri.startswith("sqlite:///") else ""
-    if db_file and not Path(db_file).is_file():  # a mistyped path would make a new, empty store
+    db_file = store.sqlite_file(state.tracking_uri)
+    if db_file is not None and not db_file.is_file():  # a mistyped path would make a new, empty store
         raise UsageError(f"--resume {a.resume}: its tracking store {state.tracking_uri} does not "
                          "exist; pass the --tracking-uri the sweep used")
     client = store.client_for(state.tracking_uri)  # checked before anything is written
