@@ -9,7 +9,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from orchestrator import console, store, tracking
-from orchestrator.state import SweepState
+from orchestrator.state import SweepState, study_storage
 from orchestrator.trainable import FINAL, flatten, trial_config
 
 
@@ -76,8 +76,8 @@ class SweepCallback(Callback):
             if search:  # the Optuna trial names its MLflow run (what optuna-dashboard shows)
                 from orchestrator.search import link_run
 
-                link_run(f"sqlite:///{Path(self.state_file).parent.resolve()}/optuna.db", cell,
-                         trial.trial_id, run_id)
+                link_run(study_storage(Path(self.state_file).parent), cell, trial.trial_id,
+                         run_id)
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -138,14 +138,14 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
              for s in firsts}
     metric = f"val_{space.metric}"
     searches, schedulers = cell_searches(
-        space, state, fixed, {s.cell.id: s.config for s in firsts}, storage=study_storage(state))
+        space, state, fixed, {s.cell.id: s.config for s in firsts}, storage=state.study_storage)
     callbacks = _stage(state, space, exp_id, commit, "search", firsts, state.samples * len(firsts))
     constant = {k: v for k, v in _trial_params(state, firsts[0]).items() if k in CONSTANT}
     results = _fit(state, "search", lambda: _tuner(
         state, "search", callbacks, constant, search_alg=searches, scheduler=schedulers,
         num_samples=state.samples * len(firsts)), resuming)
     if resuming:
-        fail_unfinished(study_storage(state), [f"search-{s.cell.id}" for s in firsts])
+        fail_unfinished(state.study_storage, [f"search-{s.cell.id}" for s in firsts])
     best: dict[str, Any] = {}
     for r in results:  # a trial ASHA stopped is not a candidate: its value is an early one
         if (r.error is None and r.metrics and r.metrics.get(FINAL)
@@ -156,17 +156,12 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
     return {cell: {k: r.config[k] for k in space.search if k in FIELDS} for cell, r in best.items()}
 
 
-def study_storage(state: SweepState) -> str:
-    """Where the sweep's Optuna studies live (one per searched cell): SWEEP_DIR/optuna.db."""
-    return f"sqlite:///{Path(state.sweep_dir).resolve()}/optuna.db"
-
-
 def _search_outcome(state: SweepState, space: Space, client, cells: list[str]) -> None:
     """Each searched cell's best trial, importances and history: printed, written to the sweep
     directory, attached to the parent run."""
     from orchestrator import outcome
 
-    summary, files = outcome.write(study_storage(state), cells, space.metric,
+    summary, files = outcome.write(state.study_storage, cells, space.metric,
                                    Path(state.sweep_dir))
     for f in files:
         client.log_artifact(state.parent_run_id, str(f))

@@ -56,6 +56,10 @@ class SweepState:
     def path(self) -> Path:
         return Path(self.sweep_dir) / FILE
 
+    @property
+    def study_storage(self) -> str:
+        return study_storage(self.sweep_dir)
+
     def save(self) -> None:
         """Write sweep.json atomically: a killed driver leaves the old state or the new one."""
         tmp = self.path.with_suffix(".tmp")
@@ -92,6 +96,11 @@ class SweepState:
             raise UsageError(f"--resume {sweep_dir}: its {FILE} belongs to sweep {state.sweep_dir} "
                              "(a copied or moved directory); resume that one")
         return state
+
+
+def study_storage(sweep_dir: str | Path) -> str:
+    """Where a sweep's Optuna studies live (one per searched cell): SWEEP_DIR/optuna.db."""
+    return f"sqlite:///{Path(sweep_dir).resolve()}/optuna.db"
 
 
 def code_version() -> str:
