@@ -8,30 +8,36 @@ run: its cell, budget and five hyperparameters): TPE with ASHA (the default), ra
 the same ASHA, random search without early stopping. Each repetition gives every arm the same
 search seed (100 + rep), and every arm the same compute: ``--budget-trials`` times the plan's
 cost of one full trial, in summed trial CPU-seconds (one thread per trial, so a trial's wall
-time). ASHA arms are given more samples than fit; trials that finish past the budget do not
-count. A trial's value is its final validation fg_net; a trial ASHA stopped has none.
+time). Every arm is given more samples than fit and its sweep is stopped once its trials have
+spent the budget; trials that end past it do not count. A trial's value is its final validation
+fg_net; a trial ASHA stopped has none.
 
 Reports, per arm: every repetition's best-so-far curve against CPU-seconds, the median and
 spread of the final best, the area under the curve (mean best-so-far over the budget), and the
 CPU-seconds to reach random search's final median (never reached: the whole budget). Writes
-search_efficiency.json and .png into ``--out``; prints the JSON last.
+search_efficiency.json and .png into ``--out``; prints the JSON last. Run again with the same
+``--out``, it reuses every arm and repetition that finished there and runs the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {"tpe+asha": ("tpe", "asha"), "random+asha": ("random", "asha"),
         "random": ("random", "none")}
 BASELINE = "random"
+STUDY = "search-unsup_T3_r2_short"
 
 
 def trial_cost_s() -> float:
@@ -42,7 +48,9 @@ def trial_cost_s() -> float:
     return plan.estimate_seconds(plan.cell_config(space, space.cells[0], dry_run=False, sets={}))
 
 
-def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool) -> Path:
+def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool, budget: float) -> Path:
+    """One arm's sweep, stopped once its trials have spent ``budget`` CPU-seconds (what runs
+    past the budget would not count): its Optuna study."""
     sampler, scheduler = ARMS[arm]
     args = [sys.executable, "-m", "orchestrator.sweep", "--space", "search_bench", "--seeds", "1",
             "--search-seed", str(100 + rep), "--sampler", sampler, "--scheduler", scheduler,
@@ -52,11 +60,64 @@ def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool) -> Path:
                  "--set", "test_size=32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local",
            "MOTIONCORE_TRACKING_URI": "", "MOTIONCORE_STORAGE_PATH": ""}
-    done = subprocess.run(args, cwd=out, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{arm} rep {rep} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    (sweep,) = [d for d in out.iterdir() if (d / "optuna.db").exists()]
-    return sweep / "optuna.db"
+    log = out / "sweep.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(args, cwd=out, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        cut = False
+        while proc.poll() is None:
+            time.sleep(5)
+            db = study_db(out)
+            if db is not None and spent(db) >= budget:
+                cut = True
+                stop(proc)
+    if proc.returncode != 0 and not cut:
+        raise SystemExit(f"{arm} rep {rep} failed:\n{log.read_text()[-4000:]}")
+    (out / "arm.done").write_text(json.dumps({"cut_at_budget": cut, "rc": proc.returncode}))
+    return study_db(out)
+
+
+def study_db(out: Path) -> Path | None:
+    found = [d / "optuna.db" for d in out.iterdir() if (d / "optuna.db").exists()]
+    return found[0] if found else None
+
+
+def spent(db: Path) -> float:
+    """Trial CPU-seconds so far: ended trials' durations and running trials' time until now."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
+    except (KeyError, ValueError, RuntimeError):  # not created yet
+        return 0.0
+    now = datetime.datetime.now()
+    return sum(((t.datetime_complete or now) - t.datetime_start).total_seconds()
+               for t in study.trials if t.datetime_start)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Interrupt the sweep and its Ray processes (a new session of their own); kill what is
+    left after a minute."""
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def finished(out: Path, arm: str, rep: int) -> Path | None:
+    """The study of an earlier run of this arm and repetition that ran to its end or to its
+    budget, so that an interrupted benchmark goes on where it stopped."""
+    for work in sorted(out.glob(f"{arm}-{rep}-*")):
+        if (work / "arm.done").exists() or any(d.glob("search.json") for d in work.iterdir()):
+            db = study_db(work)
+            if db is not None:
+                return db
+    return None
 
 
 def curve(db: Path) -> list[tuple[float, float | None]]:
@@ -64,7 +125,7 @@ def curve(db: Path) -> list[tuple[float, float | None]]:
     order trials ended."""
     import optuna
 
-    study = optuna.load_study(study_name="search-unsup_T3_r2_short", storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
     ended = sorted((t for t in study.trials if t.datetime_complete),
                    key=lambda t: t.datetime_complete)
     spent, points = 0.0, []
@@ -148,9 +209,12 @@ def main() -> None:
     curves: dict[str, list] = {arm: [] for arm in ARMS}
     for rep in range(reps):
         for arm in ARMS:
-            samples = int(a.budget_trials * (1 if arm == BASELINE else 2.5)) + 1
-            work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
-            curves[arm].append(curve(run_arm(arm, rep, samples, work, a.smoke)))
+            samples = int(a.budget_trials * 3) + 1  # more than fit: the budget ends each arm
+            db = finished(out, arm, rep)
+            if db is None:
+                work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
+                db = run_arm(arm, rep, samples, work, a.smoke, budget)
+            curves[arm].append(curve(db))
             print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
     result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
     (out / "search_efficiency.json").write_text(json.dumps(result, indent=2))
