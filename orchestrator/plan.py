@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,21 +126,70 @@ def same_configs(specs: list[TrialSpec], sets: dict[str, Any]) -> str | None:
             f"(choose cells with --cells, or set fields the cells do not vary)")
 
 
-def estimate_seconds(config: RunConfig, bf16_here: bool = False) -> float:
-    """A rough single-thread CPU cost of one run, for ``--plan``. ``bf16_here``: ``auto``
-    precision runs in bf16 (this CPU multiplies bf16 in hardware)."""
+@dataclass(frozen=True)
+class Cost:
+    """What one run costs on one CPU thread: seconds per training step and per evaluated
+    sequence (validation and test)."""
+
+    step_s: float
+    sequence_s: float
+
+
+def measure(config: RunConfig, data_dir=None, steps: int = 3) -> Cost:
+    """``config``'s cost timed on this machine, one thread: ``steps`` training steps after a
+    warm-up one, and one evaluation batch (the precision ``auto`` picks here)."""
+    import time
+
+    import torch
+
+    from motioncore.data import MovingDigits
+    from motioncore.train import EVAL_BATCH, Trainer, evaluate_sums
+
+    config = dataclasses.replace(config, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(config, torch.device("cpu"), data_dir)
+        trainer.train_step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        step_s = (time.perf_counter() - start) / steps
+        val = MovingDigits("val", motion_range=config.motion_range, frames=config.frames,
+                           noise=config.noise, digits=config.digits,
+                           image_size=config.image_size, seed=config.eval_seed,
+                           data_dir=data_dir)
+        n = min(EVAL_BATCH, config.val_size)
+        start = time.perf_counter()
+        evaluate_sums(trainer.ema or trainer.model, config, val, n)
+        return Cost(step_s, (time.perf_counter() - start) / n)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def estimate_seconds(config: RunConfig, bf16_here: bool = False, cost: Cost | None = None
+                     ) -> float:
+    """The single-thread CPU cost of one run, for ``--plan``: from ``cost`` measured on this
+    machine, else from a rough model. ``bf16_here``: ``auto`` precision runs in bf16 (this CPU
+    multiplies bf16 in hardware; the model's figures are fp32)."""
+    evals = config.steps // config.eval_every + 1
+    if cost is not None:
+        return (config.steps * cost.step_s
+                + (evals * config.val_size + config.test_size) * cost.sequence_s)
     per_step = STEP_SECONDS[(config.frames, config.supervision)]
     per_step *= ((config.batch_size / 64) * (0.75 + 0.25 * (config.width / 16) ** 2)
                  * (1 + 0.1 * config.motion_range))
-    evals = config.steps // config.eval_every + 1
     if config.precision == "bf16" or (config.precision == "auto" and bf16_here):
         per_step *= BF16_STEP
     return config.steps * per_step + evals * config.val_size * 0.002 + config.test_size * 0.002
 
 
-def describe(space: Space, specs: list[TrialSpec], *, samples: int, max_concurrent: int) -> str:
-    """The ``--plan`` text: cells, trial counts and a compute estimate (for this machine's CPU)."""
+def describe(space: Space, specs: list[TrialSpec], *, samples: int, max_concurrent: int,
+             calibrate: bool = False, data_dir=None) -> str:
+    """The ``--plan`` text: cells, trial counts and a compute estimate for this machine's CPU;
+    ``calibrate``: each cell's costs timed here (``measure``) instead of the rough model."""
     import torch
+    from tqdm import tqdm
 
     from motioncore import precision
 
@@ -147,14 +197,19 @@ def describe(space: Space, specs: list[TrialSpec], *, samples: int, max_concurre
     lines = [f"space {space.name}: {space.description}", f"{len({s.cell.id for s in specs})} cells, "
              f"{len(specs)} trials" + (f" + {samples} Optuna trials per cell" if samples else "")]
     total = 0.0
-    for cell in {s.cell.id: s.cell for s in specs}.values():
+    cells = list({s.cell.id: s.cell for s in specs}.values())
+    for cell in tqdm(cells, desc="timing each cell's steps", unit="cell", disable=not calibrate,
+                     leave=False):
         cs = [s for s in specs if s.cell.id == cell.id]
-        secs = sum(estimate_seconds(s.config, here) for s in cs)
-        secs += samples * estimate_seconds(cs[0].config, here) if samples else 0
+        cost = measure(cs[0].config, data_dir) if calibrate else None
+        secs = sum(estimate_seconds(s.config, here, cost) for s in cs)
+        secs += samples * estimate_seconds(cs[0].config, here, cost) if samples else 0
         total += secs
+        timed = f"  {cost.step_s:5.2f} s/step" if cost else ""
         changed = ", ".join(f"{k}={v}" for k, v in cell.overrides.items())
-        lines.append(f"  {cell.id:<28} seeds {len(cs)}  ~{secs / 60:6.1f} CPU-min  {changed}")
+        lines.append(f"  {cell.id:<28} seeds {len(cs)}  ~{secs / 60:6.1f} CPU-min{timed}  {changed}")
+    how = "steps timed on this machine" if calibrate else "a rough model; --calibrate times them"
     lines.append(f"estimated compute: {total / 3600:.2f} CPU-hours (one thread per trial, "
-                 f"{'bf16' if here else 'fp32'} where precision is auto); "
+                 f"{'bf16' if here else 'fp32'} where precision is auto, {how}); "
                  f"~{total / 3600 / max(max_concurrent, 1):.2f} h wall at {max_concurrent} concurrent")
     return "\n".join(lines)

@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--space", help=f"search space: {', '.join(names())}")
     p.add_argument("--dry-run", action="store_true", help="every cell, one seed, tiny budget")
     p.add_argument("--plan", action="store_true", help="print cells, trials and compute; run nothing")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --plan: time a few training steps of each cell on this machine "
+                        "(seconds a cell) instead of the rough cost model")
     p.add_argument("--seeds", help="replicate seeds in every cell: a count N (seeds 0..N-1, "
                    "default 3) or the seeds by name, 3,4,5")
     p.add_argument("--search-seed", type=int,
@@ -97,6 +100,8 @@ def _defaults(a: argparse.Namespace) -> None:
 
 def check_args(a: argparse.Namespace) -> Space:
     """Everything that can be checked before Ray starts; one clear line on the first problem."""
+    if a.calibrate and not a.plan:
+        raise UsageError("--calibrate: only with --plan (it times the plan's cells)")
     if a.allow_code_change or a.trust_storage:
         flag = "--allow-code-change" if a.allow_code_change else "--trust-storage"
         raise UsageError(f"{flag}: only with --resume (it says what a resume may load)")
@@ -172,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if warning:
         console.say(warning)
     if a.plan:
-        console.say(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent))
+        console.say(plan.describe(space, specs, samples=samples, max_concurrent=a.max_concurrent,
+                                  calibrate=a.calibrate, data_dir=_check_data(a.data_dir)
+                                  if a.calibrate else None))
         return cli.CLOSED_PIPE if console.reader_left() else 0
     return start(a, space, sets)
 

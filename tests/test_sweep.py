@@ -24,6 +24,7 @@ from conftest import ISOLATED, REPO, stop_group
 from mlflow.tracking import MlflowClient
 
 from motioncore.config import FIELDS, RunConfig, from_dict, parse_value
+from orchestrator import plan
 from orchestrator.plan import DRY_RUN_SAMPLES, cell_config, parse_sets
 from orchestrator.state import SweepState
 from search_spaces import Space, load
@@ -139,6 +140,29 @@ def test_plan_prints_cells_trials_and_estimate_and_creates_nothing(run_cli, tmp_
         assert re.search(rf"^\s+{re.escape(cell.id)}\s+seeds 2\s+~", r.stdout, re.M), cell.id
     assert re.search(r"estimated compute: [\d.]+ CPU-hours", r.stdout)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_calibrated_plan_times_every_cell_here(run_cli, tmp_path, one_line_error):
+    r = run_cli("orchestrator.sweep", "--space", "demo", "--plan", "--calibrate", "--seeds", "2",
+                "--set", "width=4", "--set", "batch_size=8", "--set", "val_size=16",
+                "--out", tmp_path / "out", env=ISOLATED)
+    assert r.returncode == 0, r.stderr
+    for cell in load("demo").cells:
+        line = re.search(rf"^\s+{re.escape(cell.id)}\s+seeds 2\s+~\s*([\d.]+) CPU-min\s+([\d.]+) "
+                         r"s/step", r.stdout, re.M)
+        assert line and float(line[1]) > 0 and float(line[2]) > 0, (cell.id, r.stdout)
+    assert "steps timed on this machine" in r.stdout
+    assert not (tmp_path / "out").exists()
+    r = run_cli("orchestrator.sweep", "--space", "demo", "--calibrate", env=ISOLATED)
+    assert r.returncode == 2 and one_line_error(r.stderr).startswith("error: --calibrate")
+
+
+def test_a_calibrated_estimate_counts_steps_and_evaluated_sequences(tiny_config):
+    config = tiny_config(steps=10, eval_every=5, val_size=20, test_size=30)
+    cost = plan.measure(config)
+    assert cost.step_s > 0 and cost.sequence_s > 0
+    # 10 steps, 3 evaluations of 20 validation sequences, 30 test sequences
+    assert plan.estimate_seconds(config, cost=plan.Cost(2.0, 0.5)) == 10 * 2.0 + (60 + 30) * 0.5
 
 
 def test_a_reader_that_stops_reading_ends_the_cli_quietly(tmp_path):
