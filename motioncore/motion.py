@@ -8,8 +8,6 @@ data generation, models, losses or pictures: they all import it.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 
@@ -69,15 +67,6 @@ def moving_classes(per_class: torch.Tensor) -> torch.Tensor:
 
 # --- splatting -----------------------------------------------------------------------------
 
-@lru_cache(maxsize=32)
-def _pull_index(r: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """``(K, H*W)`` flat index into an r-padded grid: where target pixel (y, x) reads class k."""
-    d = displacements(r, device)  # (K, 2)
-    y = torch.arange(h, device=device)[None, :, None] - d[:, 1, None, None] + r  # (K, H, 1)
-    x = torch.arange(w, device=device)[None, None, :] - d[:, 0, None, None] + r  # (K, 1, W)
-    return (y * (w + 2 * r) + x).view(len(d), h * w)
-
-
 def splat(src: torch.Tensor, probs: torch.Tensor, r: int) -> torch.Tensor:
     """Move every source pixel by every displacement, weighted by its class probability.
 
@@ -85,19 +74,25 @@ def splat(src: torch.Tensor, probs: torch.Tensor, r: int) -> torch.Tensor:
     grid: ``out[y, x] = sum_k probs[k, y - dy_k, x - dx_k] * src[y - dy_k, x - dx_k]``. Content
     moved outside the canvas is lost; nothing enters from outside. Mass beyond the K motion
     classes (the disappear class) is not passed in and so not splatted.
+
+    This is ``fold`` (col2im) with a (2r+1)^2 kernel: kernel offset ``(dy + r, dx + r)`` is class
+    ``k``'s index, and fold adds the value at source ``(x, y)`` into ``(x + dx, y + dy)``,
+    dropping what lands in the padding. One kernel each way (its gradient is ``unfold``).
     """
     n, k, h, w = probs.shape
-    moved = F.pad(probs * src[:, None], (r, r, r, r))  # (N, K, H+2r, W+2r), zero outside
-    index = _pull_index(r, h, w, probs.device).expand(n, k, h * w)  # (N, K, H*W)
-    return torch.gather(moved.flatten(2), 2, index).sum(1).view(n, h, w)  # (N, H, W)
+    moved = (probs * src[:, None]).flatten(2)  # (N, K, H*W)
+    return F.fold(moved, (h, w), kernel_size=2 * r + 1, padding=r).view(n, h, w)
 
 
 def every_shift(src: torch.Tensor, r: int) -> torch.Tensor:
     """``src (N, H, W)`` moved by each of the K displacements: ``(N, K, H, W)``, class k's
-    slice the splat of a one-hot field of class k (content moved outside the canvas is lost)."""
+    slice the splat of a one-hot field of class k (content moved outside the canvas is lost).
+
+    ``unfold`` reads ``src[y + dy, x + dx]`` at kernel offset ``(dy + r, dx + r)``: the move by
+    ``-(dx, dy)``, class ``K - 1 - k``; flipping the class axis gives the move by ``+(dx, dy)``."""
     n, h, w = src.shape
-    index = _pull_index(r, h, w, src.device)  # (K, H*W)
-    return F.pad(src, (r, r, r, r)).flatten(1)[:, index].view(n, len(index), h, w)
+    cols = F.unfold(src[:, None], kernel_size=2 * r + 1, padding=r)  # (N, K, H*W)
+    return cols.flip(1).view(n, -1, h, w)
 
 
 def motion_probs(logits: torch.Tensor, k: int) -> torch.Tensor:
