@@ -121,19 +121,21 @@ def finished(out: Path, arm: str, rep: int) -> Path | None:
 
 
 def curve(db: Path) -> list[tuple[float, float | None]]:
-    """(cumulative trial CPU-seconds when each trial ended, its final value or None), in the
-    order trials ended."""
+    """(trial CPU-seconds spent by the moment each trial ended, its final value or None), in
+    the order trials ended. Spent: every trial's running time up to that moment, the trials
+    still running included (one thread each), which is what the budget stops an arm at."""
     import optuna
 
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
-    ended = sorted((t for t in study.trials if t.datetime_complete),
-                   key=lambda t: t.datetime_complete)
-    spent, points = 0.0, []
-    for t in ended:
-        spent += (t.datetime_complete - t.datetime_start).total_seconds()
-        final = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
-        points.append((spent, final))
-    return points
+    started = [t for t in study.trials if t.datetime_start]
+
+    def spent_at(moment: datetime.datetime) -> float:
+        return sum(max(0.0, (min(t.datetime_complete or moment, moment)
+                             - t.datetime_start).total_seconds()) for t in started)
+
+    ended = sorted((t for t in started if t.datetime_complete), key=lambda t: t.datetime_complete)
+    return [(spent_at(t.datetime_complete),
+             t.value if t.state == optuna.trial.TrialState.COMPLETE else None) for t in ended]
 
 
 def best_so_far(points, at: float) -> float | None:
