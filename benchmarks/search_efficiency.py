@@ -188,6 +188,7 @@ def plot(result: dict, path: Path) -> None:
                 ax.step(*zip(*pts, strict=True), where="post", color=colour, alpha=0.6,
                         label=arm if i == 0 else None)
     ax.axhline(result["target"], color="k", ls=":", label="random's final median")
+    ax.set_ylim(bottom=result["target"] - 1.0)  # diverged trials (fg_net near -4) would flatten it
     ax.set(xlabel="trial CPU-seconds", ylabel="best val fg_net so far",
            title="search efficiency: every repetition")
     ax.legend(fontsize=8)
