@@ -8,8 +8,9 @@ lost), a static ``Uniform(0, noise)`` background, ``I = a + (1 - a) B``, labels 
 grids. Nothing of ``motioncore.data`` or ``motioncore.randomness`` is used, so a model that fit
 the project's generator rather than the scene would score lower here. Each checkpoint is
 evaluated on ``--n`` of these and on the first ``--n`` sequences of its own test set (the
-project's generator, the trial's seed); every metric of docs/conventions.md for both, and their
-difference in points. Prints one JSON line per checkpoint, then a summary line.
+project's generator, the evaluation seed the trial was tested with); every metric of
+docs/conventions.md for both, and their difference in points. Prints one JSON line per
+checkpoint, then a summary line.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ import numpy as np
 import torch
 
 from motioncore import mnist
-from motioncore.data import MovingDigits
 from motioncore.metrics import add, batch_sums, finalize
 from motioncore.model import predict_batch
 from motioncore.predict import load_model
-from motioncore.train import evaluate
+from motioncore.train import dataset, evaluate
 
 SIZE = 28
 SHOWN = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero")
@@ -96,9 +96,7 @@ def main() -> None:
     diffs = []
     for path in a.checkpoints:
         model, config = load_model(path)
-        own = evaluate(model, config, MovingDigits(
-            "test", motion_range=config.motion_range, frames=config.frames, noise=config.noise,
-            seed=config.seed, data_dir=a.data_dir), a.n)
+        own = evaluate(model, config, dataset(config, "test", torch.device("cpu"), a.data_dir), a.n)
         frames, labels, fg = foreign_batch(images, a.n, frames=config.frames,
                                            r=config.motion_range, noise=config.noise, seed=a.seed)
         foreign = evaluate_foreign(model, config, frames, labels, fg)

@@ -90,9 +90,13 @@ def spent(db: Path) -> float:
         study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
     except (KeyError, ValueError, RuntimeError):  # not created yet
         return 0.0
-    now = datetime.datetime.now()
-    return sum(((t.datetime_complete or now) - t.datetime_start).total_seconds()
-               for t in study.trials if t.datetime_start)
+    return spent_at(study.trials, datetime.datetime.now())
+
+
+def spent_at(trials, moment: datetime.datetime) -> float:
+    """Every started trial's running time up to ``moment`` (one thread each)."""
+    return sum(max(0.0, (min(t.datetime_complete or moment, moment)
+                         - t.datetime_start).total_seconds()) for t in trials if t.datetime_start)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -127,14 +131,9 @@ def curve(db: Path) -> list[tuple[float, float | None]]:
     import optuna
 
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
-    started = [t for t in study.trials if t.datetime_start]
-
-    def spent_at(moment: datetime.datetime) -> float:
-        return sum(max(0.0, (min(t.datetime_complete or moment, moment)
-                             - t.datetime_start).total_seconds()) for t in started)
-
-    ended = sorted((t for t in started if t.datetime_complete), key=lambda t: t.datetime_complete)
-    return [(spent_at(t.datetime_complete),
+    ended = sorted((t for t in study.trials if t.datetime_complete),
+                   key=lambda t: t.datetime_complete)
+    return [(spent_at(study.trials, t.datetime_complete),
              t.value if t.state == optuna.trial.TrialState.COMPLETE else None) for t in ended]
 
 

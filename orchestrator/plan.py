@@ -142,8 +142,7 @@ def measure(config: RunConfig, data_dir=None, steps: int = 3) -> Cost:
 
     import torch
 
-    from motioncore.data import MovingDigits
-    from motioncore.train import EVAL_BATCH, Trainer, evaluate_sums
+    from motioncore.train import EVAL_BATCH, Trainer, dataset, evaluate_sums
 
     config = dataclasses.replace(config, device="cpu")
     threads = torch.get_num_threads()
@@ -155,10 +154,7 @@ def measure(config: RunConfig, data_dir=None, steps: int = 3) -> Cost:
         for _ in range(steps):
             trainer.train_step()
         step_s = (time.perf_counter() - start) / steps
-        val = MovingDigits("val", motion_range=config.motion_range, frames=config.frames,
-                           noise=config.noise, digits=config.digits,
-                           image_size=config.image_size, seed=config.eval_seed,
-                           data_dir=data_dir)
+        val = dataset(config, "val", torch.device("cpu"), data_dir)
         n = min(EVAL_BATCH, config.val_size)
         start = time.perf_counter()
         evaluate_sums(trainer.ema or trainer.model, config, val, n)
