@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from motioncore.attention import DESIGNS
+from motioncore.inputs import INPUTS
 
 CHOICES = {
     "frames": (3, 5),
@@ -21,6 +22,7 @@ CHOICES = {
     "supervision": ("supervised", "unsupervised"),
     "loss": ("l1", "l2"),
     "attention": tuple(DESIGNS),
+    "inputs": tuple(INPUTS),
     "schedule": ("constant", "cosine"),
     "precision": ("fp32", "bf16", "auto"),
 }
@@ -60,6 +62,8 @@ class RunConfig:
     network: str = "shared"  # T=5: one network per side (shared) or one for all four frames (joint)
     attention: str = "none"  # T=5 fusion of the two reconstructions: a design of attention.DESIGNS
     #   (none: A=0.5; motion: from both fields' probabilities; segmentation: from their coverage)
+    inputs: str = "frames"  # what the network sees of each input frame (motioncore/inputs.py):
+    #   frames | layers (also its alpha over the input frames' per-pixel minimum, and where > 0)
     disappear: bool = False  # extra class whose probability mass is not splatted (occluded pixels)
     # --- objective ---
     supervision: str = "supervised"  # supervised (cross-entropy) | unsupervised (reconstruction)

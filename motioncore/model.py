@@ -10,6 +10,7 @@ from torch import nn
 
 from motioncore.attention import DESIGNS
 from motioncore.config import RunConfig
+from motioncore.inputs import INPUTS
 from motioncore.motion import input_frames, motion_probs, reconstruct, side_frames
 
 
@@ -86,21 +87,28 @@ class MotionNet(nn.Module):
         self.frames, self.network, self.attention = c.frames, c.network, c.attention
         self.motion_range, self.num_classes = c.motion_range, c.num_classes
         joint = c.frames == 5 and c.network == "joint"
-        self.unet = UNet(4 if joint else 2, c.num_outputs * (2 if joint else 1), c.width, c.depth,
-                         c.norm)
+        self.inputs = INPUTS[c.inputs]
+        self.unet = UNet((4 if joint else 2) * self.inputs.channels,
+                         c.num_outputs * (2 if joint else 1), c.width, c.depth, c.norm)
         self.design = DESIGNS[c.attention]
         self.head = (AttentionHead(self.design.channels(c.num_classes), self.design.hidden)
                      if self.design.features else None)
 
     def forward(self, frames: torch.Tensor) -> Output:
         n, _, h, w = frames.shape
+        seen = input_frames(self.frames)
+        channels = self.inputs.features(frames[:, list(seen)])  # (N, T', C, H, W)
+
+        def given(which) -> torch.Tensor:  # the channels of these frames: (N, len * C, H, W)
+            return channels[:, [seen.index(f) for f in which]].flatten(1, 2)
+
         if self.frames == 3:
-            logits = self.unet(frames[:, list(input_frames(3))]).unsqueeze(1)  # (N, 1, K', H, W)
+            logits = self.unet(given(seen)).unsqueeze(1)  # (N, 1, K', H, W)
             return Output(logits, None)
         if self.network == "joint":
-            logits = self.unet(frames[:, list(input_frames(5))]).view(n, 2, -1, h, w)
+            logits = self.unet(given(seen)).view(n, 2, -1, h, w)
         else:  # one network per side, batched: frames (0, 1) -> forward, (4, 3) -> backward
-            pair = torch.cat([frames[:, list(side)] for side in side_frames(5)])  # (2N, 2, H, W)
+            pair = torch.cat([given(side) for side in side_frames(5)])  # (2N, 2C, H, W)
             logits = self.unet(pair).view(2, n, -1, h, w).transpose(0, 1)  # (N, 2, K', H, W)
         return Output(logits, self.attend(logits))
 

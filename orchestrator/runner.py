@@ -18,7 +18,7 @@ from motioncore.cli import CLOSED_PIPE
 from motioncore.config import FIELDS
 from orchestrator import console, plan, tracking
 from orchestrator.callbacks import ProgressLine, SweepCallback
-from orchestrator.state import SweepState, code_version
+from orchestrator.state import SweepState, code_version, short_code
 from orchestrator.trainable import FINAL, flatten, run_trial
 from orchestrator.watchdog import Watchdog, limit_s
 from search_spaces import Space, load
@@ -203,8 +203,8 @@ def _run(state: SweepState, client, exp_id: str, resuming: bool, stop_ray: bool)
                         cells=state.cells)
     commit = code_version()
     if state.code and commit != state.code:  # resumed with --allow-code-change: say so
-        console.say(f"note: this sweep started on code {state.code[:20]}; new trials run "
-                    f"{commit[:20]}")
+        console.say(f"note: this sweep started on code {short_code(state.code)}; new trials run "
+                    f"{short_code(commit)}")
     if space.search:
         specs = _search_stage(state, space, specs, client, exp_id, commit, resuming)
         if specs is None:

@@ -120,6 +120,13 @@ def code_version() -> str:
     return f"{head}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else head
 
 
+def short_code(code: str) -> str:
+    """``code_version`` for a message: the commit's first 12 characters and any dirty suffix,
+    which tells two dirty trees of the same commit apart."""
+    head, plus, dirty = code.partition("+")
+    return head[:12] + plus + dirty
+
+
 def check_trusted(state: SweepState, remote_trusted: bool) -> None:
     """Refuse to resume from storage someone else could have written: Tune's restore unpickles
     its state (``tuner.pkl``), and a pickle runs code. Local: every directory and file of the

@@ -20,7 +20,7 @@ from typing import Any
 from motioncore import cli, mnist
 from motioncore.config import UsageError
 from orchestrator import console, plan, preflight, store, tracking
-from orchestrator.state import DriverLock, SweepState, check_trusted, code_version
+from orchestrator.state import DriverLock, SweepState, check_trusted, code_version, short_code
 from search_spaces import Space, load, names
 from search_spaces.space import SAMPLERS, SCHEDULERS
 
@@ -305,8 +305,8 @@ def resume(a: argparse.Namespace) -> int:
     cli.check_output("--resume", state.sweep_dir, directory=True)  # a read-only sweep directory
     code = code_version()
     if state.code and code != state.code and not a.allow_code_change:
-        raise UsageError(f"--resume {a.resume}: the sweep ran code {state.code[:20]} and this is "
-                         f"{code[:20]}; its trials would mix code (pass --allow-code-change to "
+        raise UsageError(f"--resume {a.resume}: the sweep ran code {short_code(state.code)} and this "
+                         f"is {short_code(code)}; its trials would mix code (pass --allow-code-change to "
                          "continue anyway, recorded on every new trial)")
     db_file = store.sqlite_file(state.tracking_uri)
     if db_file is not None and not db_file.is_file():  # a mistyped path would make a new, empty store

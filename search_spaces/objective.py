@@ -3,7 +3,7 @@
 The recipe is ``seed_table.UNSUPERVISED`` (seven weighted terms and the occlusion mask); the
 layered objective is ``seed_table.LAYERED``: one term, cross-entropy against the layered
 teacher's labels (``motioncore/teacher.py``), plus at T=5 the attention's own term; each also
-at width 16, the cost lever. Confirm on seeds the recipes were not chosen on:
+at width 16, the cost lever, and with each input frame's alpha layer as input (``layers``). Confirm on seeds the recipes were not chosen on:
 
     python -m orchestrator.sweep --space objective --seeds 3,4,5
     python -m orchestrator.sweep --space objective --cells layered_T3_r3 --seeds 3,4,5
@@ -40,6 +40,12 @@ def space() -> Space:
             Cell(f"layered16_T5_r{r}", dict(LAYERED_T5, frames=5, motion_range=r, steps=steps,
                                             attention="segmentation", width=16),
                  design="layered T=5, width 16"),
+            # the network also sees each input frame's alpha layer (motioncore/inputs.py)
+            Cell(f"layers_T3_r{r}", dict(LAYERED, frames=3, motion_range=r, steps=steps,
+                                         inputs="layers"), design="layered T=3, layers input"),
+            Cell(f"layers_T5_r{r}", dict(LAYERED_T5, frames=5, motion_range=r, steps=steps,
+                                         attention="segmentation", inputs="layers"),
+                 design="layered T=5, layers input"),
         ]
     return Space(name="objective", description=__doc__.splitlines()[0], cells=tuple(cells),
                  baseline="recipe_T3_r3")

@@ -418,11 +418,16 @@ def test_a_halo_pixel_costs_fg_net_at_least_as_much_as_a_missed_digit_pixel():
     assert ratio["base"] - ratio["halo"] < ratio["base"] - ratio["missed"]  # why not the ratio
 
 
-@pytest.mark.parametrize("frames,attention", [(3, "none"), (5, "segmentation"), (5, "motion")])
-def test_predictions_read_only_the_input_frames(train_images, tiny_config, frames, attention):
-    """Inference never sees the target frame: replacing it changes no class and no attention."""
-    model = MotionNet(tiny_config(frames=frames, attention=attention, motion_range=2)).eval()
-    b = sequences(train_images, r=2, frames=frames, n=4)
+@pytest.mark.parametrize("frames,attention,inputs", [
+    (3, "none", "frames"), (5, "segmentation", "frames"), (5, "motion", "frames"),
+    (3, "none", "layers"), (5, "segmentation", "layers")])
+def test_predictions_read_only_the_input_frames(train_images, tiny_config, frames, attention,
+                                                inputs):
+    """Inference never sees the target frame: replacing it changes no class and no attention
+    (the layers input estimates its background from the input frames alone)."""
+    model = MotionNet(tiny_config(frames=frames, attention=attention, motion_range=2,
+                                  inputs=inputs)).eval()
+    b = sequences(train_images, r=2, frames=frames, n=4, noise=0.5)
     changed = b.frames.clone()
     changed[:, 2] = torch.rand_like(changed[:, 2])
     p, q = predict_batch(model, b.frames), predict_batch(model, changed)
@@ -611,3 +616,22 @@ def test_the_teacher_gives_the_true_labels_without_noise(mnist_dir, frames):
 
     b = MovingDigits("val", motion_range=2, frames=frames, noise=0.0, seed=7)[0:64]
     assert torch.equal(teacher.labels(b.frames, 2, 0.0), b.labels)
+
+
+@pytest.mark.parametrize("frames", [3, 5])
+def test_the_layers_input_shows_no_digit_on_any_background_pixel(train_images, frames):
+    """The channels ``inputs=layers`` adds for each source frame: alpha exactly 0 and no digit
+    on every background pixel of the source grid, the fringe beside the digit included (the
+    input frames' minimum is the background there), and a digit on more than half of the digit
+    pixels (not where every input frame covers the pixel)."""
+    from motioncore.inputs import INPUTS
+    from motioncore.motion import input_frames, sources
+
+    b = sequences(train_images, r=2, frames=frames, noise=0.5, n=32)
+    seen = input_frames(frames)
+    channels = INPUTS["layers"].features(b.frames[:, list(seen)])  # (N, T', 3, H, W)
+    at_sources = channels[:, [seen.index(s) for s in sources(frames)]]  # (N, D, 3, H, W)
+    alpha, digit = at_sources[:, :, 1], at_sources[:, :, 2]
+    assert torch.equal(at_sources[:, :, 0], b.frames[:, list(sources(frames))])
+    assert alpha[~b.fg].abs().max().item() == 0.0 and digit[~b.fg].sum().item() == 0
+    assert digit[b.fg].mean().item() > 0.5

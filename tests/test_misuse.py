@@ -29,7 +29,7 @@ from motioncore.predict import main as predict_main
 from motioncore.train import main as train_main
 from orchestrator import store, tracking
 from orchestrator.report import main as report_main
-from orchestrator.state import LOCK, DriverLock, SweepState
+from orchestrator.state import LOCK, DriverLock, SweepState, code_version
 from orchestrator.sweep import main as sweep_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,6 +371,12 @@ def test_resume_is_refused_on_other_code_or_on_storage_others_can_write(recorded
         assert sweep_main(["--resume", str(sweep)]) == 2
         line = one_line_error(capsys.readouterr().err)
         assert "ran code 0000" in line and "--allow-code-change" in line
+        assert snapshot(sweep) == before
+        other_edits = code_version().partition("+")[0] + "+dirty.deadbeef"  # this commit, edited
+        state_file.write_text(json.dumps({**json.loads(saved), "code": other_edits}))
+        assert sweep_main(["--resume", str(sweep)]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "+dirty.deadbeef and this is" in line  # the two codes read differently
         assert snapshot(sweep) == before
     finally:
         state_file.write_text(saved)

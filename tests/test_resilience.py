@@ -29,8 +29,15 @@ PARENT_TAG = "mlflow.parentRunId"
 DRILLS = REPO / "tests" / "drills"  # its sitecustomize.py sabotages the runs DRILL_FAULTS names
 
 
-def _sweep(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "orchestrator.sweep", *args]
+# A shell's background job (`make test &`) starts with SIGINT ignored, and Python then installs
+# no KeyboardInterrupt handler: a sweep that must take Ctrl-C installs it back first.
+CTRL_C = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "sys.argv[0] = 'sweep'; runpy.run_module('orchestrator.sweep', run_name='__main__')")
+
+
+def _sweep(cwd: Path, *args: str, env: dict | None = None,
+           ctrl_c: bool = False) -> subprocess.Popen:
+    cmd = [sys.executable, *(("-c", CTRL_C) if ctrl_c else ("-m", "orchestrator.sweep")), *args]
     return subprocess.Popen(cmd, cwd=cwd, env=isolated_env(**(env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -152,7 +159,7 @@ def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_pat
     cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
     longer = [a for s in ("steps=40", "eval_every=20") for a in ("--set", s)]
     proc = _sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
-                  "--out", "out", *_sets(), *longer)
+                  "--out", "out", *_sets(), *longer, ctrl_c=True)
     lines = []
     for line in proc.stdout:  # Ctrl-C once the first trial has finished
         lines.append(line)
