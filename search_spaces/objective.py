@@ -3,7 +3,8 @@
 The recipe is ``seed_table.UNSUPERVISED`` (seven weighted terms and the occlusion mask); the
 layered objective is ``seed_table.LAYERED``: one term, cross-entropy against the layered
 teacher's labels (``motioncore/teacher.py``), plus at T=5 the attention's own term; each also
-at width 16, the cost lever, and with each input frame's alpha layer as input (``layers``). Confirm on seeds the recipes were not chosen on:
+at width 16, the cost lever, and with each input frame's alpha layer as input (``layers``).
+Confirm on seeds the recipes were not chosen on:
 
     python -m orchestrator.sweep --space objective --seeds 3,4,5
     python -m orchestrator.sweep --space objective --cells layered_T3_r3 --seeds 3,4,5
