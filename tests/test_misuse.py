@@ -374,6 +374,7 @@ def test_resume_is_refused_on_other_code_or_on_storage_others_can_write(recorded
         assert snapshot(sweep) == before
         other_edits = code_version().partition("+")[0] + "+dirty.deadbeef"  # this commit, edited
         state_file.write_text(json.dumps({**json.loads(saved), "code": other_edits}))
+        before = snapshot(sweep)
         assert sweep_main(["--resume", str(sweep)]) == 2
         line = one_line_error(capsys.readouterr().err)
         assert "+dirty.deadbeef and this is" in line  # the two codes read differently
