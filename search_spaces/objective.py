@@ -1,13 +1,14 @@
-"""Today's unsupervised recipe against the layered objective, T=3 and T=5, r=1 and r=3.
+"""Today's unsupervised recipe against the layered objective (T=3 and T=5; r=1, 3; layers: all r).
 
 The recipe is ``seed_table.UNSUPERVISED`` (seven weighted terms and the occlusion mask); the
 layered objective is ``seed_table.LAYERED``: one term, cross-entropy against the layered
-teacher's labels (``motioncore/teacher.py``), plus at T=5 the attention's own term; each also
-at width 16, the cost lever, and with each input frame's alpha layer as input (``layers``).
-Confirm on seeds the recipes were not chosen on:
+teacher's labels (``motioncore/teacher.py``), plus at T=5 the attention's own term; ``layered``
+cells show the network the frames alone, ``layers`` cells each input frame's alpha layer too
+(every range at T=3), ``layered16`` cells are width 16, the cost lever. Confirm on seeds the
+recipes were not chosen on:
 
     python -m orchestrator.sweep --space objective --seeds 3,4,5
-    python -m orchestrator.sweep --space objective --cells layered_T3_r3 --seeds 3,4,5
+    python -m orchestrator.sweep --space objective --cells layers_T3_r3 --seeds 3,4,5
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from __future__ import annotations
 from search_spaces.seed_table import (
     LAYERED,
     LAYERED_T5,
+    RANGES,
     UNSUPERVISED,
     UNSUPERVISED_STEPS,
     UNSUPERVISED_T5,
 )
 from search_spaces.space import Cell, Space
+
+# the layered objective with the frames alone as input (the recipe before inputs=layers)
+FRAMES, FRAMES_T5 = dict(LAYERED, inputs="frames"), dict(LAYERED_T5, inputs="frames")
 
 
 def space() -> Space:
@@ -29,24 +34,27 @@ def space() -> Space:
         cells += [
             Cell(f"recipe_T3_r{r}", dict(UNSUPERVISED, frames=3, motion_range=r, steps=steps),
                  design="recipe T=3", published=93.0 if r == 3 else None),
-            Cell(f"layered_T3_r{r}", dict(LAYERED, frames=3, motion_range=r, steps=steps),
+            Cell(f"layered_T3_r{r}", dict(FRAMES, frames=3, motion_range=r, steps=steps),
                  design="layered T=3", published=93.0 if r == 3 else None),
             Cell(f"recipe_T5_r{r}", dict(UNSUPERVISED_T5, frames=5, motion_range=r, steps=steps,
                                          attention="segmentation"), design="recipe T=5"),
-            Cell(f"layered_T5_r{r}", dict(LAYERED_T5, frames=5, motion_range=r, steps=steps,
+            Cell(f"layered_T5_r{r}", dict(FRAMES_T5, frames=5, motion_range=r, steps=steps,
                                           attention="segmentation"), design="layered T=5"),
             # the cost lever: a width-16 network trains 2-2.6x faster per step (research log)
-            Cell(f"layered16_T3_r{r}", dict(LAYERED, frames=3, motion_range=r, steps=steps,
+            Cell(f"layered16_T3_r{r}", dict(FRAMES, frames=3, motion_range=r, steps=steps,
                                             width=16), design="layered T=3, width 16"),
-            Cell(f"layered16_T5_r{r}", dict(LAYERED_T5, frames=5, motion_range=r, steps=steps,
+            Cell(f"layered16_T5_r{r}", dict(FRAMES_T5, frames=5, motion_range=r, steps=steps,
                                             attention="segmentation", width=16),
                  design="layered T=5, width 16"),
             # the network also sees each input frame's alpha layer (motioncore/inputs.py)
-            Cell(f"layers_T3_r{r}", dict(LAYERED, frames=3, motion_range=r, steps=steps,
-                                         inputs="layers"), design="layered T=3, layers input"),
             Cell(f"layers_T5_r{r}", dict(LAYERED_T5, frames=5, motion_range=r, steps=steps,
                                          attention="segmentation", inputs="layers"),
                  design="layered T=5, layers input"),
         ]
+    # seed_table's T=3 recipe, at every range
+    cells += [Cell(f"layers_T3_r{r}", dict(LAYERED, frames=3, motion_range=r,
+                                           steps=UNSUPERVISED_STEPS[r], inputs="layers"),
+                   design="layered T=3, layers input", published=93.0 if r == 3 else None)
+              for r in RANGES]
     return Space(name="objective", description=__doc__.splitlines()[0], cells=tuple(cells),
                  baseline="recipe_T3_r3")

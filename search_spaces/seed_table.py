@@ -31,11 +31,13 @@ UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, reverse_weig
 UNSUPERVISED_STEPS = {1: 1000, 2: 1000, 3: 1000, 5: 2000}
 # The layered objective, the T=3 rows' recipe: cross-entropy against the layered teacher's
 # labels alone (one term, no reconstruction), whose optimum is the true motion on faint pixels
-# too (motioncore/teacher.py). It beat UNSUPERVISED on fg_net at r=1 and r=3 by 7-10 points
-# (search_spaces/objective.py; docs/results.md). It assumes one digit per sequence; T=5 keeps
-# the reconstruction recipe until the layered T=5 cells are confirmed.
+# too (motioncore/teacher.py). It beat UNSUPERVISED on fg_net at r=1 and r=3 by 7-10 points;
+# the network also sees each input frame's alpha layer (inputs=layers), which took the
+# background's fringe from 0.83% to 0.31% at r=3 (search_spaces/objective.py; docs/results.md).
+# It assumes one digit per sequence; T=5 keeps the reconstruction recipe until the layered
+# T=5 cells are confirmed.
 LAYERED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, width=32, recon_weight=0.0,
-               layer_weight=1.0)
+               layer_weight=1.0, inputs="layers")
 # T=5 adds the attention's own term (the fused reconstruction with the motion held fixed).
 LAYERED_T5 = dict(LAYERED, attend_weight=1.0, direction_weight=0.0)
 # T=5: each direction's own argmax term (weight 2), since the fused one gives each side only
