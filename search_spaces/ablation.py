@@ -1,8 +1,9 @@
 """One factor at a time around a baseline cell (unsupervised T=5, r=3, noise 0.5, segmentation).
 
-The baseline is the research table's T=5 recipe (``seed_table.UNSUPERVISED_T5``: occlusion mask,
-argmax term, class-usage term, each direction's own argmax term, width 32, 1,000 steps), so
-each cell shows what one of its parts is worth. Axes: motion range, frames, supervision, noise
+The baseline is the reconstruction recipe the research table's T=5 rows ran before the layered
+objective (``seed_table.UNSUPERVISED_T5``: occlusion mask, argmax term, class-usage term, each
+direction's own argmax term, width 32, 1,000 steps), so each cell shows what one of its parts
+is worth. Axes: motion range, frames, supervision, noise
 (0, 0.25, 0.5), attention design, loss (l1, l2), the disappear class, the occlusion mask, the
 class-usage term (usage_weight 0, 0.01), the fused argmax term's weight (hard_weight 1, 2),
 each direction's argmax term (direction_hard_weight 0, 1, 2), one network per side or one for

@@ -130,25 +130,19 @@ def test_seed_table_carries_the_published_numbers_on_their_rows():
                          ("unsupervised", 3, 3): 93}
 
 
-def test_seed_table_adds_each_directions_argmax_term_to_t5_cells_only():
-    cfgs = configs(seed_table.space())
-    weights = {(c.frames, c.supervision): set() for c in cfgs.values()}
-    for c in cfgs.values():
-        weights[(c.frames, c.supervision)].add(c.direction_hard_weight)
-    # T=3 cells keep the default, so their ids are the ones recorded before the term existed.
-    assert weights == {(3, "supervised"): {0.0}, (3, "unsupervised"): {0.0},
-                       (5, "unsupervised"): {2.0}}
-    # The fused argmax term: none at T=3 (the layered objective is one term); 1 at T=5, where 2
-    # with the direction terms spreads motion.
-    hard = {(c.frames, c.supervision, c.hard_weight) for c in cfgs.values() if c.supervision != "supervised"}
-    assert hard == {(3, "unsupervised", 0.0), (5, "unsupervised", 1.0)}
-
-
-def test_seed_table_t3_unsupervised_rows_train_on_the_layered_teacher_alone():
+def test_seed_table_unsupervised_rows_train_on_the_layered_teacher_and_see_the_layers():
+    """One term at T=3; T=5 adds the attention's own term where its design has a head to train."""
     for c in configs(seed_table.space()).values():
-        if (c.frames, c.supervision) == (3, "unsupervised"):
-            on = {w: getattr(c, w) for w in WEIGHTS if getattr(c, w) > 0 and w != "direction_weight"}
-            assert on == {"layer_weight": 1.0} and not c.occlusion_mask
+        if c.supervision != "unsupervised":
+            assert c.inputs == "frames"
+            continue
+        on = {w: getattr(c, w) for w in WEIGHTS if getattr(c, w) > 0
+              and (c.frames == 5 or w != "direction_weight")}  # a T=5 term
+        expected = {"layer_weight": 1.0}
+        if c.frames == 5 and c.attention != "none":
+            expected["attend_weight"] = 1.0
+        assert on == expected, c
+        assert c.inputs == "layers" and not c.occlusion_mask
 
 
 def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
