@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from motioncore import motion, teacher
+from motioncore.attention import DESIGNS
 from motioncore.config import ENTROPY_RAMP, RunConfig
 
 # --- the terms ------------------------------------------------------------------------------
@@ -219,6 +220,7 @@ class Term:
     fn: Callable[..., torch.Tensor]
     weight: str | None = None  # the RunConfig field of its weight; None: always on, weight 1
     two_directions: bool = False  # T=5 only
+    trains_attention: bool = False  # only where the attention design has a head to train
     ramp: Callable[[float], float] | None = None  # a factor of training progress in [0, 1]
 
     def __post_init__(self) -> None:
@@ -232,6 +234,8 @@ class Term:
         """The term's weight at this point of training; 0 turns it off."""
         if self.two_directions and config.directions < 2:
             return 0.0
+        if self.trains_attention and DESIGNS[config.attention].features is None:
+            return 0.0
         w = 1.0 if self.weight is None else getattr(config, self.weight)
         return w * self.ramp(progress) if w > 0 and self.ramp else w
 
@@ -241,7 +245,7 @@ SUPERVISED = (Term("ce", cross_entropy),)
 UNSUPERVISED = (
     Term("recon", recon, "recon_weight"),
     Term("layer", layer, "layer_weight"),
-    Term("attend", attend, "attend_weight", two_directions=True),
+    Term("attend", attend, "attend_weight", two_directions=True, trains_attention=True),
     Term("direction", direction, "direction_weight", two_directions=True),
     Term("reverse", reverse, "reverse_weight"),
     Term("entropy", entropy, "entropy_weight", ramp=lambda p: min(1.0, p / ENTROPY_RAMP)),

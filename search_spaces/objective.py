@@ -48,12 +48,12 @@ def space() -> Space:
                  design="layered T=5, width 16"),
             # the network also sees each input frame's alpha layer (motioncore/inputs.py)
             Cell(f"layers_T5_r{r}", dict(LAYERED_T5, frames=5, motion_range=r, steps=steps,
-                                         attention="segmentation", inputs="layers"),
+                                         attention="segmentation"),
                  design="layered T=5, layers input"),
         ]
     # seed_table's T=3 recipe, at every range
     cells += [Cell(f"layers_T3_r{r}", dict(LAYERED, frames=3, motion_range=r,
-                                           steps=UNSUPERVISED_STEPS[r], inputs="layers"),
+                                           steps=UNSUPERVISED_STEPS[r]),
                    design="layered T=3, layers input", published=93.0 if r == 3 else None)
               for r in RANGES]
     return Space(name="objective", description=__doc__.splitlines()[0], cells=tuple(cells),

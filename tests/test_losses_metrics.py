@@ -218,6 +218,19 @@ def test_direction_hard_term_sees_the_side_the_attention_ignores(train_images, t
     assert "loss_direction_hard" not in parts
 
 
+def test_the_attention_term_trains_a_head_and_is_off_without_one(train_images, tiny_config):
+    cfg = tiny_config(frames=5, supervision="unsupervised", motion_range=2, recon_weight=0.0,
+                      layer_weight=1.0, direction_weight=0.0, attend_weight=1.0,
+                      attention="segmentation")
+    b = sequences(train_images, r=2, frames=5, n=4)
+    for design, terms in (("segmentation", {"loss_layer", "loss_attend"}),
+                          ("none", {"loss_layer"})):
+        out = MotionNet(cfg.replace(attention=design))(b.frames)
+        _, parts = objective(labels=None, frames=b.frames, logits=out.logits,
+                             attention=out.attention, config=cfg.replace(attention=design))
+        assert set(parts) == terms, design
+
+
 def test_class_usage_is_zero_for_even_use_and_log_k_minus_one_for_a_single_class():
     k, zero = 9, 4
     even = torch.full((2, 1, k, 5, 5), 1 / k)

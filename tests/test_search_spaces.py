@@ -131,16 +131,14 @@ def test_seed_table_carries_the_published_numbers_on_their_rows():
 
 
 def test_seed_table_unsupervised_rows_train_on_the_layered_teacher_and_see_the_layers():
-    """One term at T=3; T=5 adds the attention's own term where its design has a head to train."""
+    """One term at T=3; T=5 adds the attention's own term (which a headless design skips)."""
     for c in configs(seed_table.space()).values():
         if c.supervision != "unsupervised":
             assert c.inputs == "frames"
             continue
         on = {w: getattr(c, w) for w in WEIGHTS if getattr(c, w) > 0
               and (c.frames == 5 or w != "direction_weight")}  # a T=5 term
-        expected = {"layer_weight": 1.0}
-        if c.frames == 5 and c.attention != "none":
-            expected["attend_weight"] = 1.0
+        expected = {"layer_weight": 1.0, **({"attend_weight": 1.0} if c.frames == 5 else {})}
         assert on == expected, c
         assert c.inputs == "layers" and not c.occlusion_mask
 
