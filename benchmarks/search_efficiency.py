@@ -4,7 +4,7 @@
     python benchmarks/search_efficiency.py --smoke        # the plumbing, in minutes
 
 Three arms through the real sweep on ``search_spaces/search_bench.py`` (fixed before the first
-run: its cell, budget and five hyperparameters): TPE with ASHA (the default), random search with
+run: its cell, budget and four hyperparameters): TPE with ASHA (the default), random search with
 the same ASHA, random search without early stopping. Each repetition gives every arm the same
 search seed (100 + rep), and every arm the same compute: ``--budget-trials`` times the plan's
 cost of one full trial, in summed trial CPU-seconds (one thread per trial, so a trial's wall

@@ -36,8 +36,6 @@ METRIC_NAMES = ("acc", "acc_fg", "fg_net", "bg_motion", "acc_zero", "epe", "epe_
 # Recipe constants that are not worth a config field, each with why it is what it is.
 WARMUP_STEPS = 50  # linear learning-rate warm-up: Adam's first moments are noisy, BatchNorm's too
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of lr, not 0: late steps still learn
-ENTROPY_RAMP = 0.5  # the entropy term reaches its weight at this fraction of training: early
-#   training must explore motions before being pushed to commit to one per pixel
 
 
 MAX_MOTION_RANGE = 7  # the research table goes to 5; every step's cost grows with (2r+1)^2
@@ -66,24 +64,15 @@ class RunConfig:
     #   frames | layers (also its alpha over the input frames' per-pixel minimum, and where > 0)
     disappear: bool = False  # extra class whose probability mass is not splatted (occluded pixels)
     # --- objective ---
-    supervision: str = "supervised"  # supervised (cross-entropy) | unsupervised (reconstruction)
-    loss: str = "l1"  # reconstruction penalty for unsupervised runs: l1 | l2
-    occlusion_mask: bool = False  # unsupervised: leave target pixels that receive no content or
-    #   content from more than one pixel (coverage outside [0.5, 1.5]) out of the reconstruction terms
-    recon_weight: float = 1.0  # unsupervised: the fused reconstruction of the target (0 drops it)
+    supervision: str = "supervised"  # supervised (cross-entropy against the true motion) |
+    #   unsupervised (from the frames alone: the terms below, motioncore/losses.py)
+    loss: str = "l1"  # penalty of the reconstruction terms (recon, attend): l1 | l2
+    recon_weight: float = 1.0  # unsupervised: the fused reconstruction of the held-out target
+    #   frame, the research note's objective (0 drops it; the research table trains on layer)
     layer_weight: float = 0.0  # unsupervised: cross-entropy against the layered teacher's labels
     #   (motioncore/teacher.py: velocity from the frames' alpha layers over the static background)
     attend_weight: float = 0.0  # T=5 unsupervised: the fused reconstruction with the motion
     #   detached, which trains the attention alone (for objectives without recon)
-    direction_weight: float = 0.5  # T=5 unsupervised: weight of each direction's own reconstruction term
-    reverse_weight: float = 0.0  # unsupervised: weight of rebuilding frame 0 (and 4) by the reversed motion
-    entropy_weight: float = 0.0  # unsupervised: per-pixel motion entropy penalty (ramped in)
-    hard_weight: float = 0.0  # unsupervised: weight of the argmax (straight-through) reconstruction
-    direction_hard_weight: float = 0.0  # T=5 unsupervised: weight of each direction's own argmax
-    #   reconstruction (hard_weight counts the fused one, where the attention halves each side's share)
-    smooth_weight: float = 0.0  # unsupervised: total variation of the motion probabilities
-    usage_weight: float = 0.0  # unsupervised: keep every moving class in use (KL of the batch's
-    #   mean moving-class distribution from uniform), so no velocity is absorbed by its neighbours
     # --- optimisation ---
     lr: float = 2e-3  # Adam(W) peak learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay
@@ -232,6 +221,19 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     values = {k: parse_value(k, v) if isinstance(v, str) and _TYPES[k] is not str else v
               for k, v in d.items()}
     return RunConfig(**values)
+
+
+# Objective fields of earlier versions (the reconstruction recipe's regularisers and occlusion
+# mask, docs/research-log.md). A checkpoint that names them still predicts (they shaped its
+# training, not its network); it does not resume, since this version would train it otherwise.
+RETIRED = ("direction_weight", "reverse_weight", "entropy_weight", "hard_weight",
+           "direction_hard_weight", "smooth_weight", "usage_weight", "occlusion_mask")
+
+
+def from_saved(d: dict[str, Any]) -> RunConfig:
+    """The config of a saved run (a checkpoint's) for prediction: ``from_dict`` without the
+    retired objective fields."""
+    return from_dict({k: v for k, v in d.items() if k not in RETIRED})
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

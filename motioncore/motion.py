@@ -12,9 +12,6 @@ import torch
 import torch.nn.functional as F
 
 TARGET = 2  # the held-out frame, for T=3 (extrapolation) and T=5 (interpolation) alike
-# Coverage within this distance of 1 means one source pixel's worth of content lands on a
-# target pixel (see ``visible``); 0.5 splits "none" (0) and "two pile up" (2) evenly.
-COVERAGE_BAND = 0.5
 
 
 def sources(frames: int) -> tuple[int, ...]:
@@ -105,11 +102,6 @@ def one_hot_motion(classes: torch.Tensor, k: int, dtype=torch.float32) -> torch.
     return F.one_hot(classes, k).permute(0, 1, 4, 2, 3).to(dtype)
 
 
-def reversed_motion(probs: torch.Tensor) -> torch.Tensor:
-    """The field moving every pixel by -(dx, dy): negating a displacement maps class k to K-1-k."""
-    return probs.flip(2)
-
-
 def fuse(per_dir: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
     """``(N, D, H, W)`` per-direction maps -> ``(N, H, W)``: ``A * forward + (1 - A) * backward``."""
     if per_dir.shape[1] == 1:
@@ -141,11 +133,3 @@ def coverage(probs: torch.Tensor, r: int) -> torch.Tensor:
 def true_coverage(labels: torch.Tensor, r: int) -> torch.Tensor:
     """Coverage under the true motion: how much content lands on each target pixel ``(N, D, H, W)``."""
     return coverage(one_hot_motion(labels, num_classes(r)), r)
-
-
-def visible(cover: torch.Tensor) -> torch.Tensor:
-    """Float mask of target pixels that one source pixel's worth of content reaches: coverage
-    within ``COVERAGE_BAND`` of 1. Outside it, the truth itself cannot rebuild the pixel: a hole
-    where content left and the background behind it was hidden, or a pile-up where moving content
-    lands on static background. Left in, those pixels reward motion that blurs to fill them."""
-    return ((cover - 1).abs() <= COVERAGE_BAND).to(cover.dtype)

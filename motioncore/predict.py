@@ -10,7 +10,7 @@ import torch
 
 from motioncore import cli
 from motioncore.checkpoint import load_checkpoint, load_weights
-from motioncore.config import UsageError, from_dict
+from motioncore.config import UsageError, from_saved
 from motioncore.model import MotionNet, predict_batch
 from motioncore.motion import displacements
 
@@ -19,7 +19,7 @@ def load_model(path) -> tuple[MotionNet, object]:
     """The EMA (else raw) weights of a checkpoint, on the CPU, in eval mode."""
     state = load_checkpoint(path)
     try:
-        config = from_dict(state["config"])
+        config = from_saved(state["config"])
     except UsageError as e:  # every refusal of load_model names the checkpoint
         raise UsageError(f"checkpoint {path}: its config is not one this motioncore runs "
                          f"({e})") from None

@@ -143,8 +143,7 @@ class Trainer:
             out = self.model(batch.frames)
         attention = out.attention.float() if out.attention is not None else None
         loss, parts = objective(frames=batch.frames, labels=batch.labels,
-                                logits=out.logits.float(), attention=attention, config=c,
-                                progress=self.step / max(c.steps, 1))
+                                logits=out.logits.float(), attention=attention, config=c)
         if not torch.isfinite(loss):
             raise cli.Diverged(f"loss is {loss.item()} at step {self.step} of "
                                f"{self.config.steps}: the run diverged (try a lower lr)")

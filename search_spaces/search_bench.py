@@ -1,8 +1,10 @@
-"""The search benchmark's problem: a short unsupervised T=3 r=2 run, five hyperparameters.
+"""The search benchmark's problem: a short unsupervised T=3 r=2 run, four hyperparameters.
 
-Fixed before any run, for ``benchmarks/search_efficiency.py``: cheap enough to repeat (about a
-minute a trial on one CPU thread), not saturated (its best configurations differ measurably on
-fg_net), and a space of five hyperparameters including the learning rate. Its own use:
+For ``benchmarks/search_efficiency.py``: the research table's unsupervised recipe
+(``seed_table.LAYERED``) cut to 300 steps of a width-16 network, cheap enough to repeat, and a
+space of four hyperparameters including the learning rate: the learning rate, the width, the
+batch size (the last two set a trial's cost as well as its result) and the weight of the
+research note's reconstruction added to the layered labels. Its own use:
 
     python -m orchestrator.sweep --space search_bench --seeds 1 --num-samples 12
     python -m orchestrator.sweep --space search_bench --seeds 1 --sampler random --scheduler none
@@ -10,17 +12,16 @@ fg_net), and a space of five hyperparameters including the learning rate. Its ow
 
 from __future__ import annotations
 
-from search_spaces.seed_table import UNSUPERVISED
+from search_spaces.seed_table import LAYERED
 from search_spaces.space import Cell, Space, choice, loguniform, uniform
 
-CELL = dict(UNSUPERVISED, frames=3, motion_range=2, width=16, steps=300, eval_every=50,
+CELL = dict(LAYERED, frames=3, motion_range=2, width=16, steps=300, eval_every=50,
             val_size=250, test_size=250)
 SEARCH = {
     "lr": loguniform(5e-4, 1e-2),
-    "hard_weight": uniform(0.0, 3.0),
-    "entropy_weight": loguniform(1e-3, 1e-1),
-    "smooth_weight": uniform(0.0, 0.2),
     "width": choice([8, 16, 32]),
+    "batch_size": choice([16, 32, 64]),
+    "recon_weight": uniform(0.0, 1.0),
 }
 
 

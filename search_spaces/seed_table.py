@@ -20,19 +20,12 @@ PUBLISHED_UNSUPERVISED = {3: 93.0}  # "unsupervised 3 frames, UNet"
 # Supervised rows: lr 4e-3 reaches the published acc (and acc_fg >= 98) in fewer steps than 2e-3.
 SUPERVISED = {1: dict(steps=1000, lr=4e-3), 2: dict(steps=1300, lr=4e-3),
               3: dict(steps=1600, lr=4e-3), 5: dict(steps=3000, lr=4e-3)}
-# The reconstruction recipe (before the layered objective; the ablation space's baseline and
-# the objective space's comparison): the occlusion mask keeps pixels the truth cannot
-# rebuild out of the loss; the reversed-motion, entropy and smoothness terms regularise; the
-# argmax term (weight 2) makes blurred motion pay; the usage term keeps every velocity's class
-# alive; width 32 beats 16.
-UNSUPERVISED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, reverse_weight=0.5,
-                    entropy_weight=0.01, smooth_weight=0.05, hard_weight=2.0, occlusion_mask=True,
-                    usage_weight=0.01, width=32)
 # r <= 3 converges in 1,000 steps; r=5 (120 moving classes) needs twice that.
 UNSUPERVISED_STEPS = {1: 1000, 2: 1000, 3: 1000, 5: 2000}
 # The layered objective, the T=3 rows' recipe: cross-entropy against the layered teacher's
 # labels alone (one term, no reconstruction), whose optimum is the true motion on faint pixels
-# too (motioncore/teacher.py). It beat UNSUPERVISED on fg_net at r=1 and r=3 by 7-10 points;
+# too (motioncore/teacher.py). It beat the reconstruction recipe it replaced (seven weighted
+# terms and an occlusion mask, since retired) on fg_net at r=1 and r=3 by 7-10 points;
 # the network also sees each input frame's alpha layer (inputs=layers), which took the
 # background's fringe from 0.83% to 0.31% at r=3 (search_spaces/objective.py; docs/results.md).
 # It assumes one digit per sequence.
@@ -42,10 +35,7 @@ LAYERED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, width=32, recon_w
 # fused reconstruction with the motion held fixed; off for a design without a head).
 # Segmentation, r=3, seeds 3-5: 99.87 acc, 99.48 ± 0.02 acc_fg, 0.04% bg_motion, against the
 # reconstruction recipe's 96.08 / 89.42 / 0.20-4.17%; motion attention, seed 3, the same.
-LAYERED_T5 = dict(LAYERED, attend_weight=1.0, direction_weight=0.0)
-# T=5: each direction's own argmax term (weight 2), since the fused one gives each side only
-# the attention's share of its gradient; the fused term stays at 1 (2 spreads a motion halo).
-UNSUPERVISED_T5 = dict(UNSUPERVISED, hard_weight=1.0, direction_hard_weight=2.0)
+LAYERED_T5 = dict(LAYERED, attend_weight=1.0)
 
 
 def space() -> Space:

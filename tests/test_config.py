@@ -94,7 +94,7 @@ def test_attention_needs_five_frames(attention):
     assert from_dict({"frames": 5, "attention": attention}).attention == attention
 
 
-@pytest.mark.parametrize("changes", [{"lr": "nan"}, {"lr": float("inf")}, {"reverse_weight": "nan"}])
+@pytest.mark.parametrize("changes", [{"lr": "nan"}, {"lr": float("inf")}, {"recon_weight": "nan"}])
 def test_non_finite_floats_are_rejected(changes):
     with pytest.raises(UsageError):
         from_dict(changes)

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import store
 
-CELLS = ("baseline", "loss=l2", "noise=0.0", "disappear=True")
+CELLS = ("baseline", "loss=l2", "noise=0.0", "inputs=frames")
 SETS = ("steps=30", "eval_every=10", "val_size=16", "test_size=32", "width=4", "depth=1")
 
 

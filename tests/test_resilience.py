@@ -71,7 +71,7 @@ def _sets() -> list[str]:
 
 
 def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
-    cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True", "attention=none", "frames=3"]
+    cells = ["baseline", "loss=l2", "noise=0.0", "inputs=frames", "attention=none", "frames=3"]
     proc = _sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                   "--max-concurrent", "2", "--out", "out", *_sets())
     finished, lines = 0, []
@@ -156,7 +156,7 @@ def test_a_sweep_killed_in_its_searches_resumes_each_cells_search(tmp_path):
 
 
 def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_path):
-    cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
+    cells = ["baseline", "loss=l2", "noise=0.0", "inputs=frames"]
     longer = [a for s in ("steps=40", "eval_every=20") for a in ("--set", s)]
     proc = _sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                   "--out", "out", *_sets(), *longer, ctrl_c=True)
@@ -199,9 +199,9 @@ def test_the_product_reads_no_fault_switch():
 
 
 def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path):
-    cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
+    cells = ["baseline", "loss=l2", "noise=0.0", "inputs=frames"]
     # The old switch, MOTIONCORE_FAULT, is set too: the product ignores it, so baseline finishes.
-    env = {**drill_env("loss=l2:raise,noise=0.0:nan,disappear=True:nospace"),
+    env = {**drill_env("loss=l2:raise,noise=0.0:nan,inputs=frames:nospace"),
            "MOTIONCORE_FAULT": "baseline:raise"}
     out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                        "--max-failures", "1", "--out", "out", *_sets(), env=env))
@@ -214,7 +214,7 @@ def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path)
     assert len(children) == 4, "a retried trial must reattach to its run, not add one"
     assert by_cell["baseline"].info.status == "FINISHED"
     for cell, reason in (("loss=l2", "injected fault"), ("noise=0.0", "nan"),
-                         ("disappear=True", "no space left on device")):
+                         ("inputs=frames", "no space left on device")):
         run = by_cell[cell]
         assert run.info.status == "FAILED"
         assert "status" not in run.data.tags  # the run's own status says it
@@ -223,7 +223,7 @@ def test_failing_trials_are_recorded_retried_and_do_not_stop_the_sweep(tmp_path)
     rows = {r["cell"]: r for r in pq.read_table(sweep_dir / "results.parquet").to_pylist()}
     assert rows["baseline"]["status"] == "finished"
     assert rows["loss=l2"]["status"] == rows["noise=0.0"]["status"] == "failed"
-    assert rows["disappear=True"]["status"] == "failed"  # its checkpoint could not be written
+    assert rows["inputs=frames"]["status"] == "failed"  # its checkpoint could not be written
     assert "injected fault" in rows["loss=l2"]["failure_reason"]
     table = (sweep_dir / "ablation.md").read_text()
     assert "0 (1 failed)" in table
@@ -246,7 +246,7 @@ def two_nodes():
 
 def test_dry_run_on_a_two_node_cluster_packs_gpus_and_logs_to_a_server(two_nodes, mlflow_server,
                                                                       tmp_path):
-    cells = ["baseline", "loss=l2", "noise=0.0", "disappear=True"]
+    cells = ["baseline", "loss=l2", "noise=0.0", "inputs=frames"]
     out = _wait(_sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                        "--address", two_nodes.address, "--gpus-per-trial", "0.5",
                        "--max-concurrent", "3", "--tracking-uri", mlflow_server, "--experiment",

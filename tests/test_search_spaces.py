@@ -136,11 +136,10 @@ def test_seed_table_unsupervised_rows_train_on_the_layered_teacher_and_see_the_l
         if c.supervision != "unsupervised":
             assert c.inputs == "frames"
             continue
-        on = {w: getattr(c, w) for w in WEIGHTS if getattr(c, w) > 0
-              and (c.frames == 5 or w != "direction_weight")}  # a T=5 term
+        on = {w: getattr(c, w) for w in WEIGHTS if getattr(c, w) > 0}
         expected = {"layer_weight": 1.0, **({"attend_weight": 1.0} if c.frames == 5 else {})}
         assert on == expected, c
-        assert c.inputs == "layers" and not c.occlusion_mask
+        assert c.inputs == "layers"
 
 
 def test_seed_table_cells_differing_only_in_motion_range_share_a_design():
@@ -175,7 +174,7 @@ def test_ablation_cells_each_change_exactly_one_factor():
     changes = _changes(ablation.space())
     for cid, diff in changes.items():
         if diff.get("frames") == 3:  # one direction: nothing to fuse, no second side's term
-            assert diff == {"frames": 3, "attention": "none", "direction_hard_weight": 0.0}, cid
+            assert diff == {"frames": 3, "attention": "none"}, cid
         elif diff.get("motion_range") == 5:  # the research table's budget for r=5
             assert diff == {"motion_range": 5, "steps": 2000}, cid
         else:
@@ -191,11 +190,9 @@ def test_ablation_covers_every_axis_of_the_research_question():
             seen.setdefault(key, {getattr(base, key)}).add(value)
     assert seen["noise"] == {0.0, 0.25, 0.5}
     assert seen["loss"] == {"l1", "l2"}
-    assert seen["disappear"] == {False, True}
-    assert seen["occlusion_mask"] == {False, True}
-    assert seen["usage_weight"] == {0.0, 0.01}
-    assert seen["direction_hard_weight"] == {0.0, 1.0, 2.0}
-    assert seen["hard_weight"] == {1.0, 2.0}
+    assert seen["inputs"] == {"frames", "layers"}
+    assert seen["attend_weight"] == {0.0, 1.0}
+    assert seen["recon_weight"] == {0.0, 1.0}
     assert seen["network"] == {"shared", "joint"}
     assert seen["width"] == {16, 32}
     assert seen["attention"] == {"none", "motion", "segmentation"}

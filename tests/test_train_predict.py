@@ -283,6 +283,23 @@ def test_predict_main_unloadable_checkpoint_exits_2_with_one_line(checkpoints, t
     assert "bad.pt" in one_line_error(capsys.readouterr().err)
 
 
+def test_a_checkpoint_naming_retired_objective_fields_predicts_but_does_not_resume(checkpoints,
+                                                                                   tmp_path):
+    """Runs trained by an earlier objective (hard_weight, occlusion_mask, ...) stay usable."""
+    state = load_checkpoint(checkpoints[3])
+    old = tmp_path / "old.pt"
+    torch.save({**state, "config": {**state["config"], "hard_weight": 2.0,
+                                    "occlusion_mask": True}}, old)
+    model, cfg = load_model(old)
+    assert cfg == from_dict(state["config"])
+    frames = torch.from_numpy(odd_frames(3))
+    with torch.no_grad():
+        assert torch.equal(predict_batch(model, frames).classes,
+                           predict_batch(load_model(checkpoints[3])[0], frames).classes)
+    with pytest.raises(UsageError, match="hard_weight, occlusion_mask"):
+        Trainer(cfg, CPU).load(old)
+
+
 @pytest.mark.parametrize("r", [1, 5])
 def test_class_recall_png_draws_every_range_with_missing_classes(tmp_path, r):
     from motioncore import viz
