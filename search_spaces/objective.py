@@ -6,8 +6,8 @@ teacher's labels (``motioncore/teacher.py``), plus at T=5 the attention's own te
 cells show the network the frames alone, ``layers`` cells each input frame's alpha layer too
 (every range at T=3: the research table's recipe), ``layered16`` cells are width 16, the cost
 lever. The reconstruction recipe these were first compared with (seven weighted terms and an
-occlusion mask, since retired) is recorded in ``docs/results/objective.csv`` (``recipe_*``
-rows, with their commits). Confirm on seeds the recipes were not chosen on:
+occlusion mask, since retired) is on record in docs/results.md, with its commits. Confirm on
+seeds the recipes were not chosen on:
 
     python -m orchestrator.sweep --space objective --seeds 3,4,5
     python -m orchestrator.sweep --space objective --cells layers_T3_r3 --seeds 3,4,5
