@@ -71,7 +71,7 @@ class Quantities:
                  attention: torch.Tensor | None, labels: torch.Tensor | None, config: RunConfig):
         self.frames, self.logits, self.attention, self.labels = frames, logits, attention, labels
         self.r, self.kind = config.motion_range, config.loss
-        self.k, self.noise = config.num_classes, config.noise
+        self.k, self.noise, self.digits = config.num_classes, config.noise, config.digits
 
     @cached_property
     def probs(self) -> torch.Tensor:  # (N, D, K, H, W)
@@ -79,7 +79,7 @@ class Quantities:
 
     @cached_property
     def layer_labels(self) -> torch.Tensor:  # (N, D, H, W): the layered teacher's classes
-        return teacher.labels(self.frames, self.r, self.noise)
+        return teacher.labels(self.frames, self.r, self.noise, self.digits)
 
     @cached_property
     def target(self) -> torch.Tensor:  # (N, H, W)

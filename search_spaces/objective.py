@@ -51,5 +51,9 @@ def space() -> Space:
                                            steps=UNSUPERVISED_STEPS[r]),
                    design="layered T=3, layers input", published=93.0 if r == 3 else None)
               for r in RANGES]
+    # two digits per sequence: the teacher's one velocity per digit (motioncore/teacher.py)
+    cells.append(Cell("layers2_T3_r3", dict(LAYERED, frames=3, motion_range=3, digits=2,
+                                            steps=UNSUPERVISED_STEPS[3]),
+                      design="layered T=3, layers input, two digits"))
     return Space(name="objective", description=__doc__.splitlines()[0], cells=tuple(cells),
                  baseline="layered_T3_r3")

@@ -28,7 +28,7 @@ UNSUPERVISED_STEPS = {1: 1000, 2: 1000, 3: 1000, 5: 2000}
 # terms and an occlusion mask, since retired) on fg_net at r=1 and r=3 by 7-10 points;
 # the network also sees each input frame's alpha layer (inputs=layers), which took the
 # background's fringe from 0.83% to 0.31% at r=3 (search_spaces/objective.py; docs/results.md).
-# It assumes one digit per sequence.
+# With several digits per sequence it gives each digit its own velocity (motioncore/teacher.py).
 LAYERED = dict(supervision="unsupervised", noise=0.5, lr=3e-3, width=32, recon_weight=0.0,
                layer_weight=1.0, inputs="layers")
 # The T=5 rows' recipe: each direction's layered labels, and the attention's own term (the

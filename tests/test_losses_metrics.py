@@ -519,6 +519,26 @@ def test_the_teacher_gives_the_true_labels_without_noise(mnist_dir, frames):
 
 
 @pytest.mark.parametrize("frames", [3, 5])
+def test_the_teacher_gives_each_of_several_digits_its_own_velocity(mnist_dir, frames):
+    """Two digits: one velocity for all (the one-digit rule) labels about half the digit pixels
+    and sets background in motion; one velocity per digit labels most and none of the background."""
+    from motioncore import teacher
+    from motioncore.data import MovingDigits
+
+    b = MovingDigits("val", motion_range=3, frames=frames, noise=0.5, digits=2, seed=7)[0:128]
+    fg, k0 = b.fg, zero_class(3)
+
+    def scores(labels):
+        return ((labels == b.labels)[fg].float().mean().item(),
+                (labels != k0)[~fg].float().mean().item())
+
+    one_velocity = scores(teacher.labels(b.frames, 3, 0.5))
+    acc_fg, bg_motion = scores(teacher.labels(b.frames, 3, 0.5, digits=2))
+    assert acc_fg > 0.78 and acc_fg > one_velocity[0] + 0.2, (acc_fg, one_velocity)
+    assert bg_motion == 0.0 < one_velocity[1]
+
+
+@pytest.mark.parametrize("frames", [3, 5])
 def test_the_layers_input_shows_no_digit_on_any_background_pixel(train_images, frames):
     """The channels ``inputs=layers`` adds for each source frame: alpha exactly 0 and no digit
     on every background pixel of the source grid, the fringe beside the digit included (the
