@@ -51,8 +51,10 @@ def layer(*, logits: torch.Tensor, layer_labels: torch.Tensor) -> torch.Tensor:
 
 
 def attend(*, fused_attention: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """T=5: the fused reconstruction with each direction's motion held fixed (detached): it
-    trains the attention alone, which side to trust where, for objectives without ``recon``."""
+    """T=5: the fused reconstruction with each direction's reconstruction held fixed (detached):
+    it trains the attention, which side to trust where, for objectives without ``recon``. Its
+    gradient reaches the motion only through the attention head's inputs (a design's features
+    are computed from the motion probabilities)."""
     return penalty(fused_attention, target, kind)
 
 

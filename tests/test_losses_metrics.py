@@ -175,7 +175,7 @@ def test_unsupervised_loss_reports_each_term(train_images, tiny_config):
     assert parts["loss_layer"] < 1e-3
 
 
-def test_the_attend_term_moves_the_attention_and_not_the_motion(train_images, tiny_config):
+def test_the_attend_term_moves_the_attention_and_not_the_reconstructions(train_images, tiny_config):
     cfg = tiny_config(frames=5, supervision="unsupervised", motion_range=2, recon_weight=0.0,
                       attend_weight=1.0, attention="segmentation")
     b = sequences(train_images, r=2, frames=5, n=4)
