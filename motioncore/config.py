@@ -71,8 +71,8 @@ class RunConfig:
     #   frame, the research note's objective (0 drops it; the research table trains on layer)
     layer_weight: float = 0.0  # unsupervised: cross-entropy against the layered teacher's labels
     #   (motioncore/teacher.py: velocity from the frames' alpha layers over the static background)
-    attend_weight: float = 0.0  # T=5 unsupervised: the fused reconstruction with the motion
-    #   detached, which trains the attention alone (for objectives without recon)
+    attend_weight: float = 0.0  # T=5 unsupervised: the fused reconstruction with each direction's
+    #   reconstruction detached, which trains the attention (for objectives without recon)
     # --- optimisation ---
     lr: float = 2e-3  # Adam(W) peak learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay

@@ -130,6 +130,7 @@ class Term:
             return 0.0
         return 1.0 if self.weight is None else getattr(config, self.weight)
 
+
 SUPERVISED = (Term("ce", cross_entropy),)
 UNSUPERVISED = (
     Term("recon", recon, "recon_weight"),

@@ -69,7 +69,7 @@ def labels(frames: torch.Tensor, r: int, noise: float, digits: int = 1) -> torch
     digit when its content, moved by the velocity to any frame, lands on alpha there, or when it
     is brighter than any background in every frame (a stroke's interior, covered throughout,
     where every alpha estimate is 0); it gets the velocity's displacement to the target. With
-    ``digits > 1``, each digit pixel's velocity is one of the digits' (``per_pixel_velocity``)."""
+    ``digits > 1``, each digit pixel's velocity is one of the digits' (``_several``)."""
     if digits > 1:
         return _several(frames, r, noise, digits)
     background, alpha = layers(frames)
