@@ -11,7 +11,7 @@ MNIST ?= $(MOTIONCORE_DATA)
 
 setup: .venv/.installed
 
-demo: setup  # three research-table cells at a demo budget, two seeds: it learns (~6.5 min on 2 CPUs, fp32)
+demo: setup  # three research-table cells at a demo budget, two seeds: it learns (~3.3 min on 2 CPUs, fp32)
 	$(PY) -m orchestrator.sweep --space demo --seeds 2
 
 dry-run: setup  # the plumbing check: every cell of the research table at a tiny budget (~1 min)
