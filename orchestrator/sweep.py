@@ -272,6 +272,10 @@ def _start_parent(client, state: SweepState, space: Space, root: Path) -> str:
                                     if state.tracking_uri.startswith("sqlite") else None)
     note = (f"Sweep of space `{space.name}` ({space.description}); the ablation table appears "
             "here when it finishes.")
+    from orchestrator.search import startup_trials
+
+    sampler = state.sampler if state.sampler == "random" or not space.search else (
+        f"{state.sampler}, its first {startup_trials(len(space.search))} trials random")
     asha = (f"grace {state.grace_fraction:g} of the reports, reduction factor "
             f"{state.reduction_factor}" if state.scheduler == "asha" else "none")
     state.parent_run_id = tracking.start_parent(
@@ -280,7 +284,7 @@ def _start_parent(client, state: SweepState, space: Space, root: Path) -> str:
          "git_commit": state.code},
         params={"space": space.name, "seeds": ",".join(map(str, state.seeds)),
                 "dry_run": state.dry_run, "search_seed": state.search_seed,
-                "sampler": state.sampler, "scheduler": state.scheduler, "asha": asha,
+                "sampler": sampler, "scheduler": state.scheduler, "asha": asha,
                 "cells": ",".join(state.cells) if state.cells else "all",
                 "overrides": ", ".join(f"{k}={v}" for k, v in state.sets.items()) or "none",
                 "samples_per_cell": state.samples, "max_concurrent": state.max_concurrent},

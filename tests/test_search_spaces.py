@@ -256,8 +256,27 @@ def test_sampler_and_scheduler_are_each_one_line_of_a_space():
     space = hpo.space()
     assert (space.sampler, space.scheduler) == ("tpe", "asha")  # the defaults
     assert set(SAMPLERS) == {"tpe", "random", "gp"} and set(SCHEDULERS) == {"asha", "none"}
-    kinds = {name: type(make_sampler(name, 0)).__name__ for name in SAMPLERS}
+    kinds = {name: type(make_sampler(name, 0, dims=4)).__name__ for name in SAMPLERS}
     assert kinds == {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler"}
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_a_model_based_sampler_draws_one_more_random_trial_than_it_searches_then_its_model(name):
+    import optuna
+
+    from orchestrator.search import make_sampler
+
+    def suggestions(sampler):
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study.optimize(lambda t: -(t.suggest_float("x", 0, 1) - 0.3) ** 2
+                       - (t.suggest_float("y", 0, 1) - 0.7) ** 2, n_trials=5)
+        return [(t.params["x"], t.params["y"]) for t in study.trials]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    model = suggestions(make_sampler(name, 7, dims=2))
+    random = suggestions(make_sampler("random", 7, dims=2))
+    assert model[:3] == random[:3]  # dims + 1 trials at random, the same as random search's
+    assert model[3] != random[3]  # then the model's
 
 
 def test_the_search_choice_round_trips_through_the_sweep_state(tmp_path):

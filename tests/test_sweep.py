@@ -512,7 +512,9 @@ def test_the_search_outcome_is_in_front_of_the_researcher(hpo_sweep):
     assert any(line.startswith(f"search {c.id}: best val_fg_net") for c in hpo_sweep.space.cells
                for line in hpo_sweep.stdout.splitlines())
     params = hpo_sweep.parent.data.params
-    assert (params["sampler"], params["scheduler"]) == ("tpe", "asha")
+    dims = len(hpo_sweep.space.search)
+    assert (params["sampler"], params["scheduler"]) == (
+        f"tpe, its first {dims + 1} trials random", "asha")
 
 
 def test_search_trials_checkpoint_every_report_asha_may_stop_them_at(hpo_sweep):
