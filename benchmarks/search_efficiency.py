@@ -22,6 +22,7 @@ search_efficiency.json and .png into ``--out``; prints the JSON last. Run again 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -83,14 +84,22 @@ def study_db(out: Path) -> Path | None:
 
 
 def spent(db: Path) -> float:
-    """Trial CPU-seconds so far: ended trials' durations and running trials' time until now."""
-    import optuna
+    """Trial CPU-seconds so far: ended trials' durations and running trials' time until now.
+    Read with sqlite3 on a read-only connection: opening it through Optuna would set up its
+    schema, which races with the sweep setting it up (UNIQUE constraint failed: alembic_version)."""
+    import sqlite3
 
     try:
-        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
-    except (KeyError, ValueError, RuntimeError):  # not created yet
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute(
+                "SELECT t.datetime_start, t.datetime_complete FROM trials t JOIN studies s "
+                "ON t.study_id = s.study_id WHERE s.study_name = ?", (STUDY,)).fetchall()
+    except sqlite3.Error:  # not created yet, or being created
         return 0.0
-    return spent_at(study.trials, datetime.datetime.now())
+    now = datetime.datetime.now()
+    parse = datetime.datetime.fromisoformat
+    return sum(max(0.0, (min(parse(end) if end else now, now) - parse(start)).total_seconds())
+               for start, end in rows if start)
 
 
 def spent_at(trials, moment: datetime.datetime) -> float:
