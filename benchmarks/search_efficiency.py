@@ -126,7 +126,7 @@ def finished(out: Path, arm: str, rep: int) -> Path | None:
     """The study of an earlier run of this arm and repetition that ran to its end or to its
     budget, so that an interrupted benchmark goes on where it stopped."""
     for work in sorted(out.glob(f"{arm}-{rep}-*")):
-        if (work / "arm.done").exists() or any(d.glob("search.json") for d in work.iterdir()):
+        if (work / "arm.done").exists() or any(work.glob("*/search.json")):
             db = study_db(work)
             if db is not None:
                 return db
