@@ -96,16 +96,21 @@ def spent(db: Path) -> float:
                 "ON t.study_id = s.study_id WHERE s.study_name = ?", (STUDY,)).fetchall()
     except sqlite3.Error:  # not created yet, or being created
         return 0.0
-    now = datetime.datetime.now()
     parse = datetime.datetime.fromisoformat
-    return sum(max(0.0, (min(parse(end) if end else now, now) - parse(start)).total_seconds())
-               for start, end in rows if start)
+    return spent_at([(parse(start), end and parse(end)) for start, end in rows if start],
+                    datetime.datetime.now())
 
 
-def spent_at(trials, moment: datetime.datetime) -> float:
-    """Every started trial's running time up to ``moment`` (one thread each)."""
-    return sum(max(0.0, (min(t.datetime_complete or moment, moment)
-                         - t.datetime_start).total_seconds()) for t in trials if t.datetime_start)
+def spent_at(runs, moment: datetime.datetime) -> float:
+    """Every started trial's running time up to ``moment`` (one thread each); ``runs``: its
+    (start, end or None) pairs."""
+    return sum(max(0.0, (min(end or moment, moment) - start).total_seconds())
+               for start, end in runs)
+
+
+def intervals(trials) -> list:
+    """Optuna trials' (start, end or None), those that started."""
+    return [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start]
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -142,7 +147,8 @@ def curve(db: Path) -> list[tuple[float, float | None]]:
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
     ended = sorted((t for t in study.trials if t.datetime_complete),
                    key=lambda t: t.datetime_complete)
-    return [(spent_at(study.trials, t.datetime_complete),
+    runs = intervals(study.trials)
+    return [(spent_at(runs, t.datetime_complete),
              t.value if t.state == optuna.trial.TrialState.COMPLETE else None) for t in ended]
 
 

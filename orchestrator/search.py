@@ -49,6 +49,11 @@ def make_sampler(name: str, seed: int, dims: int) -> optuna.samplers.BaseSampler
     return kinds[name](seed=seed, n_startup_trials=startup_trials(dims))
 
 
+def sampler_label(name: str, dims: int) -> str:
+    """What ``make_sampler(name, _, dims)`` does, in words (the parent run's ``sampler`` param)."""
+    return name if name == "random" else f"{name}, its first {startup_trials(dims)} trials random"
+
+
 def make_study(storage, cell: str, metric: str) -> optuna.Study:
     """The cell's study, its objective named after the metric (what optuna-dashboard shows)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created or loaded

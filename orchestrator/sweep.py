@@ -272,10 +272,11 @@ def _start_parent(client, state: SweepState, space: Space, root: Path) -> str:
                                     if state.tracking_uri.startswith("sqlite") else None)
     note = (f"Sweep of space `{space.name}` ({space.description}); the ablation table appears "
             "here when it finishes.")
-    from orchestrator.search import startup_trials
+    sampler = state.sampler
+    if space.search:
+        from orchestrator.search import sampler_label
 
-    sampler = state.sampler if state.sampler == "random" or not space.search else (
-        f"{state.sampler}, its first {startup_trials(len(space.search))} trials random")
+        sampler = sampler_label(state.sampler, len(space.search))
     asha = (f"grace {state.grace_fraction:g} of the reports, reduction factor "
             f"{state.reduction_factor}" if state.scheduler == "asha" else "none")
     state.parent_run_id = tracking.start_parent(
