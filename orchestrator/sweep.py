@@ -274,8 +274,7 @@ def _start_parent(client, state: SweepState, space: Space, root: Path) -> str:
             "here when it finishes.")
     sampler = state.sampler
     if space.search:
-        from orchestrator.search import sampler_label
-
+        from orchestrator.search import sampler_label  # imports optuna: only when searching
         sampler = sampler_label(state.sampler, len(space.search))
     asha = (f"grace {state.grace_fraction:g} of the reports, reduction factor "
             f"{state.reduction_factor}" if state.scheduler == "asha" else "none")
