@@ -13,6 +13,7 @@ from orchestrator.state import SweepState
 from search_spaces import (
     Space,
     ablation,
+    budget,
     demo,
     hpo,
     load,
@@ -32,7 +33,8 @@ from search_spaces.space import (
 )
 
 MODULES = {"seed_table": seed_table, "ablation": ablation, "hpo": hpo, "demo": demo,
-           "search_bench": search_bench, "objective": objective}
+           "search_bench": search_bench, "objective": objective,
+           "budget": budget}
 
 
 def configs(space: Space, dry_run: bool = False) -> dict[str, RunConfig]:
