@@ -1,25 +1,32 @@
-"""Training samples per second of the default model, and the share of step time spent on data.
+"""Training samples per second of the research table's recipes, and where a step's time goes.
 
-    python benchmarks/train_step.py [--steps 20] [--threads 2] [--no-compile] [--variants eager,bf16]
+    python benchmarks/train_step.py [--cells sup_T3_r3,unsup_T5_segmentation_r5] [--batches 16,64]
+        [--steps 20] [--threads 2] [--no-compile] [--variants eager,bf16] [--profile 5]
 
-Supervised and unsupervised T=5 (r=3, segmentation attention), batch 64 and 256, eager and
-torch.compile; where the hardware multiplies bf16, also bf16 autocast and channels_last.
-Prints one JSON object last.
+Each cell is a ``seed_table`` cell (its recipe, ``--batches`` overriding its batch size); each
+variant is eager, ``torch.compile`` of the network and, where the hardware multiplies bf16,
+bf16 autocast and channels_last. ``--profile N``: also N steps under ``torch.profiler``, and the
+operators taking the most of them (self time, share of the step). Prints one JSON line per run
+and one JSON object last.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import time
 
 import torch
 
 from motioncore import precision
-from motioncore.config import RunConfig
+from motioncore.config import RunConfig, from_dict
 from motioncore.losses import objective
 from motioncore.train import Trainer
+from search_spaces import load
+
+DEFAULT_CELLS = "sup_T3_r3,unsup_T3_r3,unsup_T5_segmentation_r3,unsup_T5_segmentation_r5"
 
 
 def measure(config: RunConfig, device: torch.device, steps: int, *, compile_: bool = False,
@@ -52,7 +59,28 @@ def measure(config: RunConfig, device: torch.device, steps: int, *, compile_: bo
         if i >= 3:
             data_s += t1 - t0
             step_s += t2 - t0
-    return {"samples_per_s": steps * config.batch_size / step_s, "data_share": data_s / step_s}
+    return {"samples_per_s": steps * config.batch_size / step_s, "step_ms": 1000 * step_s / steps,
+            "data_share": data_s / step_s}
+
+
+def profile(config: RunConfig, device: torch.device, steps: int, data_dir=None,
+            top: int = 12) -> list[dict]:
+    """The operators taking the most self time over ``steps`` training steps (after one
+    warm-up), each with its share of the steps' time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    trainer = Trainer(config, device, data_dir)
+    trainer.train_step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.train_step()
+    wall_us = (time.perf_counter() - start) * 1e6
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [{"op": e.key, "calls": e.count, "share": round(e.self_cpu_time_total / wall_us, 3)}
+            for e in ops]
 
 
 def main() -> None:
@@ -62,6 +90,10 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--variants", help="comma-separated subset of eager, compile, bf16, "
                    "bf16+channels_last (the last two where bf16 is multiplied in hardware)")
+    p.add_argument("--cells", default=DEFAULT_CELLS, help=f"seed_table cells (default {DEFAULT_CELLS})")
+    p.add_argument("--batches", help="batch sizes (default 16,64 on a CPU, 64,256 on a GPU)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile N eager steps of each cell and batch: the costliest operators")
     p.add_argument("--data-dir")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -78,14 +110,24 @@ def main() -> None:
         if not set(wanted) <= known:
             p.error(f"--variants {a.variants}: allowed on this device: {', '.join(sorted(known))}")
         variants = [v for v in variants if v[0] in wanted]
-    for supervision in ("supervised", "unsupervised"):
-        for batch in (64, 256):
-            cfg = RunConfig(frames=5, motion_range=3, noise=0.5, supervision=supervision,
-                            attention="segmentation", batch_size=batch, device=device.type)
+    table = {c.id: c for c in load("seed_table").cells}
+    cells = a.cells.split(",")
+    if unknown := [c for c in cells if c not in table]:
+        p.error(f"--cells {','.join(unknown)}: not seed_table cells; cells: {', '.join(table)}")
+    batches = [int(b) for b in (a.batches or ("64,256" if device.type == "cuda" else "16,64"))
+               .split(",")]
+    for cell in cells:
+        recipe = from_dict({**table[cell].overrides, "device": device.type})
+        for batch in batches:
+            cfg = dataclasses.replace(recipe, batch_size=batch)
             for name, kw in variants:
                 r = measure(cfg, device, a.steps, data_dir=a.data_dir, **kw)
-                out["runs"].append({"supervision": supervision, "batch": batch, "variant": name, **r})
+                out["runs"].append({"cell": cell, "batch": batch, "variant": name, **r})
                 print(json.dumps(out["runs"][-1]), flush=True)
+            if a.profile:
+                out["runs"][-1]["top_ops"] = profile(cfg, device, a.profile, a.data_dir)
+                print(json.dumps({"cell": cell, "batch": batch,
+                                  "top_ops": out["runs"][-1]["top_ops"]}), flush=True)
     print(json.dumps(out))
 
 
