@@ -181,6 +181,39 @@ def summarise(curves: dict[str, list], budget: float) -> dict:
     return out
 
 
+def full_curves(db: Path) -> list[list[float]]:
+    """Every completed trial's validation values at each report, of an arm without early
+    stopping (so every trial has all of them)."""
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
+    curves = [[t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+              for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return [c for c in curves if c and len(c) == max(map(len, curves))]
+
+
+def rung_fidelity(curves: list[list[float]], rung_sets: dict[str, list[int]], best: int = 5
+                  ) -> dict:
+    """Whether an early report ranks trials as their end does, from full curves (plain random
+    search): each report's Spearman correlation with the last, and how many of the ``best``
+    trials by the last report would pass every rung of each rung set (reports, 1-based) if a
+    trial below the median at a rung were stopped there (ASHA's halving, synchronously)."""
+    import pandas as pd
+
+    table = pd.DataFrame(curves)
+    last = table.columns[-1]
+    top = table[last].nlargest(best).index
+    passed = {}
+    for name, rungs in rung_sets.items():
+        alive = pd.Series(True, index=table.index)
+        for r in (r for r in rungs if r - 1 < last):
+            alive &= table[r - 1] >= table[r - 1].median()
+        passed[name] = {"rungs": rungs, f"best_{best}_passed": int(alive[top].sum())}
+    return {"trials": len(table), "spearman_with_last": [
+        round(float(table[k].corr(table[last], method="spearman")), 3) for k in table.columns],
+            "halving": passed}
+
+
 def c_round(cs):
     return [[[round(s, 1), v] for s, v in c] for c in cs]
 
@@ -224,6 +257,7 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix="search-efficiency-"))
     out.mkdir(parents=True, exist_ok=True)
     curves: dict[str, list] = {arm: [] for arm in ARMS}
+    full: list[list[float]] = []  # every plain random trial's validation curve
     for rep in range(reps):
         for arm in ARMS:
             # more than fit, so the budget ends each arm (ASHA ends a cheap trial in seconds)
@@ -233,8 +267,16 @@ def main() -> None:
                 work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
                 db = run_arm(arm, rep, samples, work, a.smoke, budget)
             curves[arm].append(curve(db))
+            if ARMS[arm][1] == "none":
+                full += full_curves(db)
             print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
     result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
+    from orchestrator.search import asha_rungs
+
+    reports = max(len(c) for c in full)  # one per evaluation and the last with the test metrics
+    result["rung_fidelity"] = rung_fidelity(full, {
+        f"grace {g:g}": asha_rungs(reports, max(1, int((reports - 1) * g)), 2)
+        for g in (0.25, 0.5)})
     (out / "search_efficiency.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "search_efficiency.png")
     print(f"wrote {out}/search_efficiency.json and .png", flush=True)
