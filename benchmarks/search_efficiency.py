@@ -14,7 +14,10 @@ fg_net; a trial ASHA stopped has none.
 
 Reports, per arm: every repetition's best-so-far curve against CPU-seconds, the median and
 spread of the final best, the area under the curve (mean best-so-far over the budget), and the
-CPU-seconds to reach random search's final median (never reached: the whole budget). Writes
+CPU-seconds to reach random search's final median (never reached: the whole budget); and, from
+the plain random arm's full curves, whether ASHA's early rungs rank trials as their end does
+(``rung_fidelity``: each report's Spearman correlation with the last, and how many of the five
+best trials halving would keep at the default grace period and at twice it). Writes
 search_efficiency.json and .png into ``--out``; prints the JSON last. Run again with the same
 ``--out``, it reuses every arm and repetition that finished there and runs the rest.
 """
@@ -196,8 +199,8 @@ def rung_fidelity(curves: list[list[float]], rung_sets: dict[str, list[int]], be
                   ) -> dict:
     """Whether an early report ranks trials as their end does, from full curves (plain random
     search): each report's Spearman correlation with the last, and how many of the ``best``
-    trials by the last report would pass every rung of each rung set (reports, 1-based) if a
-    trial below the median at a rung were stopped there (ASHA's halving, synchronously)."""
+    trials by the last report would pass every rung of each rung set (reports, 1-based) if the
+    trials below the median of those still running were stopped there (synchronous halving)."""
     import pandas as pd
 
     table = pd.DataFrame(curves)
@@ -207,11 +210,11 @@ def rung_fidelity(curves: list[list[float]], rung_sets: dict[str, list[int]], be
     for name, rungs in rung_sets.items():
         alive = pd.Series(True, index=table.index)
         for r in (r for r in rungs if r - 1 < last):
-            alive &= table[r - 1] >= table[r - 1].median()
+            alive &= table[r - 1] >= table.loc[alive, r - 1].median()
         passed[name] = {"rungs": rungs, f"best_{best}_passed": int(alive[top].sum())}
+    rho = [table[k].corr(table[last], method="spearman") for k in table.columns]
     return {"trials": len(table), "spearman_with_last": [
-        round(float(table[k].corr(table[last], method="spearman")), 3) for k in table.columns],
-            "halving": passed}
+        None if pd.isna(v) else round(float(v), 3) for v in rho], "halving": passed}
 
 
 def c_round(cs):
@@ -271,12 +274,15 @@ def main() -> None:
                 full += full_curves(db)
             print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
     result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
-    from orchestrator.search import asha_rungs
+    if full:  # one report per evaluation and the last with the test metrics
+        from orchestrator.search import asha_rungs
+        from search_spaces import load
 
-    reports = max(len(c) for c in full)  # one per evaluation and the last with the test metrics
-    result["rung_fidelity"] = rung_fidelity(full, {
-        f"grace {g:g}": asha_rungs(reports, max(1, int((reports - 1) * g)), 2)
-        for g in (0.25, 0.5)})
+        space, reports = load("search_bench"), max(map(len, full))
+        result["rung_fidelity"] = rung_fidelity(full, {  # the sweep's rungs (search.cell_searches)
+            f"grace {g:g}": asha_rungs(reports, max(1, int((reports - 1) * g)),
+                                       space.reduction_factor)
+            for g in (space.grace_fraction, 2 * space.grace_fraction)})
     (out / "search_efficiency.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "search_efficiency.png")
     print(f"wrote {out}/search_efficiency.json and .png", flush=True)

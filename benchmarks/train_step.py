@@ -65,21 +65,27 @@ def measure(config: RunConfig, device: torch.device, steps: int, *, compile_: bo
 
 def profile(config: RunConfig, device: torch.device, steps: int, data_dir=None,
             top: int = 12) -> list[dict]:
-    """The operators taking the most self time over ``steps`` training steps (after one
-    warm-up), each with its share of the steps' time."""
+    """The operators taking the most self time (on a GPU, device time) over ``steps`` training
+    steps as a trial runs them (``Trainer.train_step``: its precision, the weight average),
+    after one warm-up step, each with its share of the steps' wall time."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     trainer = Trainer(config, device, data_dir)
     trainer.train_step()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync()
     start = time.perf_counter()
-    with torch_profile(activities=activities) as prof:
+    with torch_profile(activities=[ProfilerActivity.CPU]
+                       + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for _ in range(steps):
             trainer.train_step()
+        sync()
     wall_us = (time.perf_counter() - start) * 1e6
-    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return [{"op": e.key, "calls": e.count, "share": round(e.self_cpu_time_total / wall_us, 3)}
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    ops = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    return [{"op": e.key, "calls": e.count, "share": round(getattr(e, key) / wall_us, 3)}
             for e in ops]
 
 
@@ -93,13 +99,13 @@ def main() -> None:
     p.add_argument("--cells", default=DEFAULT_CELLS, help=f"seed_table cells (default {DEFAULT_CELLS})")
     p.add_argument("--batches", help="batch sizes (default 16,64 on a CPU, 64,256 on a GPU)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="also profile N eager steps of each cell and batch: the costliest operators")
+                   help="also profile N training steps of each cell and batch: the costliest operators")
     p.add_argument("--data-dir")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-           "threads": a.threads, "torch": torch.__version__, "runs": []}
+           "threads": a.threads, "torch": torch.__version__, "runs": [], "profiles": []}
     variants = [("eager", {})] + ([] if a.no_compile else [("compile", {"compile_": True})])
     if precision.bf16_matrix_units(device):  # a GPU, or a CPU with AMX or AVX-512 BF16
         variants += [("bf16", {"bf16": True}), ("bf16+channels_last",
@@ -114,8 +120,10 @@ def main() -> None:
     cells = a.cells.split(",")
     if unknown := [c for c in cells if c not in table]:
         p.error(f"--cells {','.join(unknown)}: not seed_table cells; cells: {', '.join(table)}")
-    batches = [int(b) for b in (a.batches or ("64,256" if device.type == "cuda" else "16,64"))
-               .split(",")]
+    batches = (a.batches or ("64,256" if device.type == "cuda" else "16,64")).split(",")
+    if bad := [b for b in batches if not b.isdigit() or int(b) < 1]:
+        p.error(f"--batches {','.join(bad)}: batch sizes are whole numbers >= 1")
+    batches = [int(b) for b in batches]
     for cell in cells:
         recipe = from_dict({**table[cell].overrides, "device": device.type})
         for batch in batches:
@@ -125,9 +133,9 @@ def main() -> None:
                 out["runs"].append({"cell": cell, "batch": batch, "variant": name, **r})
                 print(json.dumps(out["runs"][-1]), flush=True)
             if a.profile:
-                out["runs"][-1]["top_ops"] = profile(cfg, device, a.profile, a.data_dir)
-                print(json.dumps({"cell": cell, "batch": batch,
-                                  "top_ops": out["runs"][-1]["top_ops"]}), flush=True)
+                out["profiles"].append({"cell": cell, "batch": batch, "top_ops": profile(
+                    cfg, device, a.profile, a.data_dir)})
+                print(json.dumps(out["profiles"][-1]), flush=True)
     print(json.dumps(out))
 
 

@@ -1,14 +1,16 @@
-"""seed_table's costliest cells at cheaper budgets: what each lever on the table's cost keeps.
+"""seed_table's costliest cells at a cheaper budget: what batches of 16 keep of each recipe.
 
-Each cell is a seed_table cell (its recipe) with one budget change, named ``<cell>_<lever>``,
-so its validation curve (``python -m orchestrator.curves``) and its test figures compare with
-the recipe's own. Choose on seed 0's validation curve, confirm on seeds 3-5:
+Each cell is a seed_table cell's recipe at batch 16 (64 in the recipe), named
+``<cell>_<lever>``, for 2,000 steps: half the recipe's sequences at r=3 (1,000 steps of 64) and a
+quarter at r=5. Its validation curve says where it plateaus (``orchestrator.curves``); its test
+figures compare with the recipe's recorded ones (docs/results/objective.csv; no T=5 r=5 recipe
+figure exists yet). Choose on seed 0, confirm on seeds 3-5:
 
-    python -m orchestrator.sweep --space budget --seeds 1       # seed 0
-    python -m orchestrator.curves --tracking-uri sqlite:///sweeps/mlflow.db --experiment budget
+    python -m orchestrator.sweep --space budget --seeds 1                # seed 0
+    python -m orchestrator.curves --tracking-uri sqlite:///$PWD/sweeps/mlflow.db --experiment budget
+    python -m orchestrator.sweep --space budget --seeds 3,4,5
 
-Levers: ``b16``, batches of 16 sequences instead of 64 (a step costs about a third; the demo
-learns at this batch size); ``steps`` where a cell's curve plateaus before its budget ends.
+A lever is one entry in ``LEVERS``; a cell, one entry in ``CELLS``.
 """
 
 from __future__ import annotations
