@@ -7,7 +7,8 @@
 # defaults add up to 9 minutes, for a machine lent for one 10-minute command:
 #   0. wheels found under $WHEELS or wheelhouse/*/ (benchmarks/gpu_wheels.py), installed   -> wheels.log
 #   1. the CUDA tests (`pytest -m gpu`)                                       -> $OUT/test_gpu.log
-#   2. benchmarks/train_step.py: eager, bf16, bf16 + channels_last, batch 64 and 256
+#   2. benchmarks/train_step.py: the layered T=3 r=3 and T=5 r=5 recipes, eager, bf16,
+#      bf16 + channels_last, batch 64 and 256
 #                                                                              -> $OUT/train_step.json
 #   3. benchmarks/gpu_packing.py, 16 trials (one per GPU, packed, packed under MPS)
 #                                                                              -> $OUT/gpu_packing.json
@@ -68,8 +69,8 @@ fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
 part test_gpu "${TEST_S:-60}" test_gpu.log "$PY" -m pytest -q -m gpu -p no:cacheprovider
-part train_step "${STEP_S:-60}" train_step.json "$PY" benchmarks/train_step.py --steps 30 \
-    --no-compile --variants eager,bf16,bf16+channels_last
+part train_step "${STEP_S:-60}" train_step.json "$PY" benchmarks/train_step.py --steps 20 \
+    --cells unsup_T3_r3,unsup_T5_segmentation_r5 --no-compile --variants eager,bf16,bf16+channels_last
 if sweep_ready >"$OUT/gpu_packing.json"; then
     part gpu_packing "${PACK_S:-100}" gpu_packing.json "$PY" benchmarks/gpu_packing.py \
         --trials 16 --steps 400 --mps
