@@ -17,7 +17,7 @@ spread of the final best, the area under the curve (mean best-so-far over the bu
 CPU-seconds to reach random search's final median (never reached: the whole budget); and, from
 the plain random arm's full curves, whether ASHA's early rungs rank trials as their end does
 (``rung_fidelity``: each report's Spearman correlation with the last, and how many of the five
-best trials halving would keep at the default grace period and at twice it). Writes
+best trials halving would keep at each of ``GRACES``). ``--arms`` runs some arms only. Writes
 search_efficiency.json and .png into ``--out``; prints the JSON last. Run again with the same
 ``--out``, it reuses every arm and repetition that finished there and runs the rest.
 """
@@ -42,6 +42,7 @@ ARMS = {"tpe+asha": ("tpe", "asha"), "random+asha": ("random", "asha"),
         "random": ("random", "none")}
 BASELINE = "random"
 STUDY = "search-unsup_T3_r2_short"
+GRACES = (0.25, 0.5)  # ASHA grace fractions whose rungs rung_fidelity judges: before and now
 
 
 def trial_cost_s() -> float:
@@ -254,11 +255,16 @@ def main() -> None:
                    help="compute per arm and repetition, in full trials (default 10)")
     p.add_argument("--out", default=None, help="where the JSON and plot go (default: a temp dir)")
     p.add_argument("--smoke", action="store_true", help="tiny trials, two repetitions")
+    p.add_argument("--arms", help=f"run only these ({', '.join(ARMS)}; default all); the others "
+                   "count where they finished in --out")
     a = p.parse_args()
     reps = 2 if a.smoke else a.reps
     budget = (5.0 if a.smoke else trial_cost_s()) * a.budget_trials
     out = Path(a.out or tempfile.mkdtemp(prefix="search-efficiency-"))
     out.mkdir(parents=True, exist_ok=True)
+    run = a.arms.split(",") if a.arms else list(ARMS)
+    if unknown := [arm for arm in run if arm not in ARMS]:
+        p.error(f"--arms {','.join(unknown)}: arms are {', '.join(ARMS)}")
     curves: dict[str, list] = {arm: [] for arm in ARMS}
     full: list[list[float]] = []  # every plain random trial's validation curve
     for rep in range(reps):
@@ -266,6 +272,8 @@ def main() -> None:
             # more than fit, so the budget ends each arm (ASHA ends a cheap trial in seconds)
             samples = int(a.budget_trials * 10) + 1
             db = finished(out, arm, rep)
+            if db is None and arm not in run:
+                continue
             if db is None:
                 work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
                 db = run_arm(arm, rep, samples, work, a.smoke, budget)
@@ -273,6 +281,10 @@ def main() -> None:
             if ARMS[arm][1] == "none":
                 full += full_curves(db)
             print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
+    curves = {arm: cs for arm, cs in curves.items() if len(cs) == reps}  # every repetition
+    if BASELINE not in curves:
+        raise SystemExit(f"no {BASELINE} arm for every repetition in {out}: its final median "
+                         "is the target (run it with --arms)")
     result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
     if full:  # one report per evaluation and the last with the test metrics
         from orchestrator.search import asha_rungs
@@ -282,7 +294,7 @@ def main() -> None:
         result["rung_fidelity"] = rung_fidelity(full, {  # the sweep's rungs (search.cell_searches)
             f"grace {g:g}": asha_rungs(reports, max(1, int((reports - 1) * g)),
                                        space.reduction_factor)
-            for g in (space.grace_fraction, 2 * space.grace_fraction)})
+            for g in GRACES})
     (out / "search_efficiency.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "search_efficiency.png")
     print(f"wrote {out}/search_efficiency.json and .png", flush=True)

@@ -87,7 +87,12 @@ class Space:
     metric: str = "fg_net"
     sampler: str = "tpe"  # one of SAMPLERS; --sampler overrides it
     scheduler: str = "asha"  # one of SCHEDULERS; --scheduler overrides it
-    grace_fraction: float = 0.25  # ASHA: a trial runs at least this fraction of its reports
+    # ASHA: a trial runs at least this fraction of its reports. Half, not a quarter: an
+    #   unsupervised trial spends its first reports predicting no motion (the same fg_net for
+    #   many trials), so early rungs rank trials poorly; in the full curves of two short cells,
+    #   halving at a quarter and a third of the run stopped 2 of the 5 best trials in each, at
+    #   a half 1 and 0 (benchmarks/README.md; search_efficiency.py's rung_fidelity)
+    grace_fraction: float = 0.5
     reduction_factor: int = 2  # ASHA: a rung keeps 1 / reduction_factor of its trials
 
     def cell(self, cell_id: str) -> Cell:
