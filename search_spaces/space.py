@@ -87,14 +87,9 @@ class Space:
     metric: str = "fg_net"
     sampler: str = "tpe"  # one of SAMPLERS; --sampler overrides it
     scheduler: str = "asha"  # one of SCHEDULERS; --scheduler overrides it
-    # ASHA: a trial runs at least this fraction of its reports. Half, not a quarter: an
-    #   unsupervised trial spends its first reports predicting no motion (the same fg_net for
-    #   many trials), so early rungs rank trials poorly (Spearman with the end 0.5-0.8 over the
-    #   first third of a short run, 0.93-0.95 at two thirds), and a model-based sampler learns
-    #   from those ranks. Halving at a quarter stopped 2 of the 5 best of 19 trials on the
-    #   retired reconstruction cell (at a half, none); on the layered cell, none of 95 at either
-    #   (benchmarks/README.md; search_efficiency.py's rung_fidelity)
-    grace_fraction: float = 0.5
+    # ASHA: a trial runs at least this fraction of its reports. Half instead did not help TPE
+    #   on the search benchmark (same or lower best in every repetition; benchmarks/README.md)
+    grace_fraction: float = 0.25
     reduction_factor: int = 2  # ASHA: a rung keeps 1 / reduction_factor of its trials
 
     def cell(self, cell_id: str) -> Cell:
