@@ -42,7 +42,7 @@ ARMS = {"tpe+asha": ("tpe", "asha"), "random+asha": ("random", "asha"),
         "random": ("random", "none")}
 BASELINE = "random"
 STUDY = "search-unsup_T3_r2_short"
-GRACES = (0.25, 0.5)  # ASHA grace fractions whose rungs rung_fidelity judges: before and now
+GRACES = (0.25, 0.5)  # ASHA grace fractions whose rungs rung_fidelity judges: the default, twice it
 
 
 def trial_cost_s() -> float:
