@@ -1,4 +1,4 @@
-"""seed_table's costliest cells at a cheaper budget: what batches of 16 keep of each recipe.
+"""seed_table's costliest cells, and T=5 r=1, at a cheaper budget: what batches of 16 keep.
 
 Each cell is a seed_table cell's recipe at batch 16 (64 in the recipe), named
 ``<cell>_<lever>``, for 2,000 steps: half the recipe's sequences at r=3 (1,000 steps of 64) and a
@@ -23,7 +23,8 @@ LEVERS = {"b16": dict(batch_size=16)}
 # seed_table cell -> (lever, overrides of its own: the steps it runs at that lever)
 CELLS = {"unsup_T5_segmentation_r5": ("b16", dict(steps=2000)),
          "unsup_T5_segmentation_r3": ("b16", dict(steps=2000)),
-         "unsup_T3_r5": ("b16", dict(steps=2000))}
+         "unsup_T3_r5": ("b16", dict(steps=2000)),
+         "unsup_T5_none_r1": ("b16", dict(steps=2000))}
 
 
 def space() -> Space:
