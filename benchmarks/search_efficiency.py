@@ -287,13 +287,12 @@ def main() -> None:
                          "is the target (run it with --arms)")
     result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
     if full:  # one report per evaluation and the last with the test metrics
-        from orchestrator.search import asha_rungs
+        from orchestrator.search import asha_rungs, asha_settings
         from search_spaces import load
 
         space, reports = load("search_bench"), max(map(len, full))
         result["rung_fidelity"] = rung_fidelity(full, {  # the sweep's rungs (search.cell_searches)
-            f"grace {g:g}": asha_rungs(reports, max(1, int((reports - 1) * g)),
-                                       space.reduction_factor)
+            f"grace {g:g}": asha_rungs(**asha_settings(reports - 1, g, space.reduction_factor))
             for g in GRACES})
     (out / "search_efficiency.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "search_efficiency.png")

@@ -172,6 +172,14 @@ def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int
     return [grace_period * reduction_factor ** k for k in range(count)]
 
 
+def asha_settings(evaluations: int, grace_fraction: float, reduction_factor: int) -> dict:
+    """``ASHAScheduler``'s settings for trials of ``evaluations`` reports and the final one with
+    the test metrics: ``max_t`` lets every trial it does not stop reach that last report, and the
+    first rung comes after ``grace_fraction`` of the evaluations."""
+    return dict(max_t=evaluations + 1, grace_period=max(1, int(evaluations * grace_fraction)),
+                reduction_factor=reduction_factor)
+
+
 def cell_searches(space, state, fixed: dict[str, dict[str, Any]], configs: dict, *,
                   storage: str) -> tuple[CellSearches, CellSchedulers]:
     """Every cell's study (``state.sampler``, seeded with ``state.search_seed``) and scheduler
@@ -189,13 +197,10 @@ def cell_searches(space, state, fixed: dict[str, dict[str, Any]], configs: dict,
         sampler = make_sampler(state.sampler, state.search_seed, len(distributions))
         searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
                                        study_name=f"search-{cell}", storage=db, sampler=sampler)
-        # One report per evaluation plus the final one with the test metrics: ASHA's max_t must
-        # let every trial it does not stop reach that last report.
-        steps = max(1, math.ceil(config.steps / config.eval_every))
+        evaluations = max(1, math.ceil(config.steps / config.eval_every))
         rungs: list[int] = []
         if state.scheduler == "asha":
-            asha = dict(max_t=steps + 1, grace_period=max(1, int(steps * state.grace_fraction)),
-                        reduction_factor=state.reduction_factor)
+            asha = asha_settings(evaluations, state.grace_fraction, state.reduction_factor)
             schedulers[cell] = ASHAScheduler(time_attr="training_iteration", metric=metric,
                                              mode="max", **asha)
             rungs = asha_rungs(**asha)

@@ -322,6 +322,23 @@ def test_search_trials_checkpoint_at_the_rungs_asha_lays_out(max_t, grace, rf):
     assert asha_rungs(max_t, grace, rf) == laid_out
 
 
+@pytest.mark.parametrize("evaluations, grace, rf, expected", [
+    (12, 0.25, 2, dict(max_t=13, grace_period=3, reduction_factor=2)),
+    (12, 0.5, 2, dict(max_t=13, grace_period=6, reduction_factor=2)),
+    (3, 0.25, 3, dict(max_t=4, grace_period=1, reduction_factor=3)),  # never a rung at 0
+    (1, 0.25, 2, dict(max_t=2, grace_period=1, reduction_factor=2))])
+def test_asha_settings_let_unstopped_trials_reach_their_final_report(evaluations, grace, rf,
+                                                                     expected):
+    """One report per evaluation and the final one with the test metrics: ``max_t`` is one past
+    the evaluations, the first rung a fraction of them (the sweep and the search benchmark both
+    read ASHA's settings from here)."""
+    from orchestrator.search import asha_rungs, asha_settings
+
+    settings = asha_settings(evaluations, grace, rf)
+    assert settings == expected
+    assert asha_rungs(**settings)[0] == expected["grace_period"]
+
+
 @pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("1", [0]), ("3,4,5", [3, 4, 5]),
                                          ("7,", [7]), (" 2, 9 ", [2, 9])])
 def test_seeds_are_a_count_or_named(text, seeds):
