@@ -123,12 +123,12 @@ class ProgressLine(Callback):
     def __init__(self, *, stage: str, total: int, estimates: dict[str, float] | None = None,
                  planned: float = 0.0, dry_run: bool = False, watchdog=None):
         """``estimates``: the plan's seconds for one trial of each cell; ``planned``: their sum
-        over the stage's trials. The time left is the plan's remainder, scaled by how long the
-        finished trials took against their estimates (concurrency and machine speed included)."""
+        over the stage's trials. The time left: ``time_left``."""
         self.stage, self.total, self.dry_run, self.watchdog = stage, total, dry_run, watchdog
         self.started: dict[str, float] = {}
         self.done = 0
         self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
+        self.took = 0.0  # the finished trials' seconds, against estimated_done
         self.first_start: float | None = None
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -143,6 +143,7 @@ class ProgressLine(Callback):
         self._line(trial, f"FAILED: {failure_reason(trial, self.watchdog)}", trial.last_result or {})
 
     def _line(self, trial, status: str, result: dict) -> None:
+        running = len(self.started) - self.done  # this one included
         self.done += 1
         secs = time.time() - self.started.get(trial.trial_id, time.time())
         params = flatten(trial.config)
@@ -154,21 +155,27 @@ class ProgressLine(Callback):
             metrics = f"val fg_net {result['val_fg_net']:.4f}"
         what = f"dry-run {self.stage}" if self.dry_run else self.stage
         console.say(f"[{self.done}/{self.total}] {what} {params.get('cell')} seed {seed}: "
-                    f"{status}  {metrics}  ({secs:.0f} s){self._eta(params.get('cell'))}")
+                    f"{status}  {metrics}  ({secs:.0f} s){self._eta(params.get('cell'), secs, running)}")
 
-    def _eta(self, cell: str | None) -> str:
+    def _eta(self, cell: str | None, secs: float, running: int) -> str:
         """``  | 3m10s elapsed, ~5m20s left``: the stage's time so far and the estimate of the rest."""
-        self.estimated_done += self.estimates.get(cell, 0.0)
+        if cell in self.estimates:
+            self.estimated_done += self.estimates[cell]
+            self.took += secs
         if self.first_start is None:
             return ""
-        elapsed = time.time() - self.first_start
-        text = f"  | {duration(elapsed)} elapsed"
-        if self.done >= self.total:
-            return text
-        if self.estimated_done > 0 and self.planned > self.estimated_done:
-            left = elapsed * (self.planned - self.estimated_done) / self.estimated_done
-            text += f", ~{duration(left)} left"
-        return text
+        text = f"  | {duration(time.time() - self.first_start)} elapsed"
+        left = time_left(self.planned, self.estimated_done, self.took, running)
+        return text if self.done >= self.total or left is None else f"{text}, ~{duration(left)} left"
+
+
+def time_left(planned: float, estimated_done: float, took: float, running: int) -> float | None:
+    """Seconds until a stage ends: the plan's remaining seconds, at the speed the finished trials
+    ran against their estimates (``took`` seconds for ``estimated_done``), shared among the
+    ``running`` trials. None before a trial with an estimate has finished."""
+    if estimated_done <= 0 or took <= 0 or planned <= estimated_done:
+        return None
+    return (planned - estimated_done) * (took / estimated_done) / max(1, running)
 
 
 def duration(seconds: float) -> str:

@@ -425,6 +425,16 @@ def test_ablation_md_has_one_row_per_cell_in_space_order(sweep):
     assert rows == [c.id for c in sweep.space.cells]
 
 
+def test_time_left_is_the_plans_rest_at_the_speed_seen_shared_by_the_running_trials():
+    from orchestrator.callbacks import time_left
+
+    # Two trials estimated at 100 s each took 120 s: 800 s of the plan left, at 1.2x.
+    assert time_left(1000, 200, 240, running=2) == pytest.approx(480)
+    assert time_left(1000, 200, 240, running=1) == pytest.approx(960)
+    assert time_left(1000, 0, 0, running=2) is None  # nothing with an estimate finished yet
+    assert time_left(200, 200, 240, running=2) is None  # the plan is spent
+
+
 def test_stdout_counts_every_finished_trial_and_ends_with_how_to_browse(sweep):
     lines = sweep.stdout.strip().splitlines()
     progress = [m.groups() for m in map(PROGRESS.match, lines) if m]
