@@ -8,7 +8,8 @@
 A row per trial: cell, seed, status, commit, machine, date, wall seconds, every test metric and
 the MLflow run id. Rows are keyed by (cell, seed): a sweep adds the ones the record lacks, and
 never replaces one recorded by another run unless told to (``--overwrite``). The tables sit in
-each document between ``<!-- table:NAME -->`` and ``<!-- /table -->``; nothing else is touched.
+each document between ``<!-- table:NAME -->`` (``table:NAME:front``: the README's shorter one)
+and ``<!-- /table -->``; nothing else is touched.
 """
 
 from __future__ import annotations
@@ -69,6 +70,29 @@ def _cell(values: pd.Series) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
+def _label(cell) -> str:
+    """A cell as a row of the front page: its design and motion range."""
+    r = cell.overrides.get("motion_range")
+    return f"{cell.design}, r={r}" if cell.design and r is not None else (cell.design or cell.id)
+
+
+def front(frame: pd.DataFrame, space_name: str) -> str:
+    """The README's table: a row per cell of the space, the published figure, then mean ± std
+    over finished seeds of what the headline needs (acc_zero, one fixed test set, as its mean)."""
+    space = load(space_name)
+    done = frame[frame["status"] == "finished"]
+    lines = ["| row | published | acc | acc_fg | bg_motion | acc_zero | n | CELL |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in space.cells:
+        rows = done[done["cell"] == c.id]
+        pub = "–" if c.published is None else f"{c.published:g}"
+        figures = [_cell(rows[f"test_{m}"]) for m in ("acc", "acc_fg", "bg_motion")]
+        zero = _cell(rows["test_acc_zero"]).split(" ±")[0]
+        lines.append(f"| {_label(c)} | {pub} | " + " | ".join(figures)
+                     + f" | {zero} | {len(rows)} | `{c.id}` |")
+    return "\n".join(lines) + "\n"
+
+
 def table(frame: pd.DataFrame, space_name: str) -> str:
     """The markdown table of a space's cells from the record: mean ± std over finished seeds
     (n = 1 shows a dash), every cell of the space, those without a trial marked so."""
@@ -101,19 +125,22 @@ def replace_table(text: str, name: str, body: str) -> str:
 
 
 def write_tables(record: Path, root: Path) -> list[Path]:
-    """Fill the record's table (named after the record file, e.g. seed_table) in every doc that
-    has its block; return the documents changed."""
-    name = record.stem
-    body = table(read(record), name)
+    """Fill the record's tables in every doc that has their blocks: ``table:NAME`` (NAME the
+    record file's, e.g. seed_table) the whole table, ``table:NAME:front`` the README's; return
+    the documents changed."""
+    name, frame = record.stem, read(record)
+    bodies = {name: table(frame, name), f"{name}:front": front(frame, name)}
     changed = []
     for doc in DOCS:
         path = root / doc
         text = path.read_text() if path.exists() else ""
-        if f"<!-- table:{name} -->" in text:
-            new = replace_table(text, name, body)
-            if new != text:
-                path.write_text(new)
-                changed.append(path)
+        new = text
+        for block, body in bodies.items():
+            if f"<!-- table:{block} -->" in new:
+                new = replace_table(new, block, body)
+        if new != text:
+            path.write_text(new)
+            changed.append(path)
     return changed
 
 

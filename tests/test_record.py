@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from motioncore.config import UsageError
-from orchestrator.record import COLUMNS, main, merge, read, replace_table, table
+from orchestrator.record import COLUMNS, front, main, merge, read, replace_table, table
 
 
 def rows(*specs: tuple[str, int, str, float]) -> pd.DataFrame:
@@ -50,6 +50,16 @@ def test_the_table_is_mean_and_std_over_finished_seeds_with_every_cell_of_the_sp
     assert by_cell["`unsup_T3_r5`"][1:3] == ["0", "–"] and "not yet recorded" in text
 
 
+def test_the_front_page_table_has_every_row_with_the_headline_beside_acc():
+    frame = rows(("unsup_T3_r3", 0, "a", 0.96), ("unsup_T3_r3", 1, "b", 0.98))
+    lines = front(frame, "seed_table").splitlines()
+    assert lines[0] == "| row | published | acc | acc_fg | bg_motion | acc_zero | n | CELL |"
+    assert len(lines) == 2 + 20
+    assert ("| unsupervised T=3, r=3 | 93 | 99.00 ± 0.00 | 97.00 ± 1.41 | 0.20 ± 0.00 | 81.00 | 2 "
+            "| `unsup_T3_r3` |") in lines
+    assert "| supervised T=3, r=1 | 100 | – | – | – | – | 0 | `sup_T3_r1` |" in lines
+
+
 def test_only_the_tables_block_is_replaced():
     text = "intro\n<!-- table:seed_table -->\nold\n<!-- /table -->\nafter\n"
     assert replace_table(text, "seed_table", "new\n") == (
@@ -63,7 +73,8 @@ def test_the_tables_command_regenerates_the_docs_from_the_record(tmp_path, monke
     record.parent.mkdir(parents=True)
     rows(("unsup_T3_r3", 3, "a", 0.96), ("unsup_T3_r3", 4, "b", 0.97)).to_csv(record, index=False)
     block = "<!-- table:seed_table -->\nstale\n<!-- /table -->\n"
-    (tmp_path / "README.md").write_text("# front\n" + block + "rest\n")
+    front_block = "<!-- table:seed_table:front -->\nstale\n<!-- /table -->\n"
+    (tmp_path / "README.md").write_text("# front\n" + block + front_block + "rest\n")
     (tmp_path / "docs" / "results.md").write_text("# results\n" + block)
     monkeypatch.chdir(tmp_path)
     assert main(["--tables", str(record)]) == 0
@@ -71,7 +82,9 @@ def test_the_tables_command_regenerates_the_docs_from_the_record(tmp_path, monke
         text = (tmp_path / doc).read_text()
         assert "stale" not in text and "| `unsup_T3_r3` | 93 | 2 |" in text
         assert "96.50 ± 0.71" in text and "3, 4" in text
-    assert (tmp_path / "README.md").read_text().endswith("<!-- /table -->\nrest\n")
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.endswith("<!-- /table -->\nrest\n")
+    assert "| unsupervised T=3, r=3 | 93 | 99.00 ± 0.00 | 96.50 ± 0.71 |" in readme
     assert main(["--tables", str(record)]) == 0  # run again: nothing changes
     assert "the tables are current" in capsys.readouterr().out
     assert len(read(record)) == 2
