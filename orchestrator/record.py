@@ -48,6 +48,33 @@ def merge(old: pd.DataFrame, new: pd.DataFrame, overwrite: bool) -> pd.DataFrame
     return out.sort_values(["cell", "seed"]).reset_index(drop=True)[COLUMNS]
 
 
+def settle(new: pd.DataFrame, planned: set[tuple[str, int]]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (cell, seed) of a sweep (``new``: its runs, the earliest started first), and
+    what a reader should know: the ``planned`` trials with no finished run, a (cell, seed)
+    finished by more than one run (it ran twice), the runs an interruption or a failure ended
+    that a later run finished."""
+    finished = new[new["status"] == "finished"]
+    twice = finished[finished.duplicated(["cell", "seed"], keep=False)]
+    # the finished run where there is one, else the latest
+    ranked = new.assign(_done=new["status"] == "finished", _at=range(len(new)))
+    kept = (ranked.sort_values(["_done", "_at"]).groupby(["cell", "seed"]).tail(1)
+            .drop(columns=["_done", "_at"]))
+    done = {(c, int(s)) for c, s in zip(finished["cell"], finished["seed"], strict=True)}
+    replaced = sum((c, int(s)) in done and st != "finished"
+                   for c, s, st in zip(new["cell"], new["seed"], new["status"], strict=True))
+    missing = sorted(planned - done)
+    lines = [f"{len(done & planned)} of {len(planned)} planned trials finished"
+             + ("" if not missing else ": no finished run for " + ", ".join(
+                 f"{c} seed {s}" for c, s in missing[:5]) + (" ..." if len(missing) > 5 else ""))]
+    lines.append("no (cell, seed) finished twice" if twice.empty else
+                 "finished more than once (kept the last): " + ", ".join(sorted(
+                     {f"{c} seed {s}" for c, s in zip(twice["cell"], twice["seed"], strict=True)})))
+    if replaced:
+        lines.append(f"{replaced} run(s) an interruption or a failure ended were run again to "
+                     "the end (the finished run is recorded)")
+    return kept.reset_index(drop=True), lines
+
+
 def read(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
@@ -144,6 +171,18 @@ def write_tables(record: Path, root: Path) -> list[Path]:
     return changed
 
 
+def planned(client, parent: str) -> set[tuple[str, int]]:
+    """The (cell, seed) pairs a sweep's parent run says it set out to run."""
+    params = client.get_run(parent).data.params
+    space = load(params["space"])
+    cells = [c.id for c in space.cells] if params.get("cells", "all") == "all" else \
+        params["cells"].split(",")
+    seeds = [int(s) for s in params.get("seeds", "").split(",") if s]
+    if params.get("dry_run") == "True":
+        seeds = seeds[:1]
+    return {(c, s) for c in cells for s in seeds}
+
+
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     p = cli.ArgumentParser(prog="python -m orchestrator.record", description=__doc__.split("\n")[0])
@@ -176,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = report.rows_from_mlflow(client, exp_id, parent)
     if not rows:
         raise UsageError(f"sweep {parent}: has no replicate trial to record")
-    new = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    new, check = settle(pd.DataFrame(rows).reindex(columns=COLUMNS), planned(client, parent))
     merged = merge(old, new, a.overwrite)
     merged.to_csv(out, index=False, float_format="%.6g")
     print(f"recorded {len(new)} trials of sweep {parent} in {out} ({len(merged)} rows)")
+    for line in check:
+        print(f"  {line}")
     return 0
 
 

@@ -171,8 +171,9 @@ def finish(client: MlflowClient, run_id: str, status: str, tags: dict[str, str] 
 
 
 def child_runs(client: MlflowClient, exp_id: str, parent: str) -> list:
+    """A sweep's trial runs, the earliest started first."""
     return client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
-                              max_results=10_000)
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
 
 
 ORPHANED = ("orphaned: its driver stopped before the trial ended, and the resumed sweep went "

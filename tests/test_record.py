@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from motioncore.config import UsageError
-from orchestrator.record import COLUMNS, front, main, merge, read, replace_table, table
+from orchestrator.record import COLUMNS, front, main, merge, read, replace_table, settle, table
 
 
 def rows(*specs: tuple[str, int, str, float]) -> pd.DataFrame:
@@ -34,6 +34,23 @@ def test_a_recorded_trial_is_replaced_only_when_asked():
     with pytest.raises(UsageError, match="sup_T3_r1 seed 0 is recorded from run a.*--overwrite"):
         merge(old, again, False)
     assert merge(old, again, True)["run_id"].tolist() == ["z"]
+
+
+def test_a_sweeps_trials_are_checked_against_its_plan_one_row_per_cell_and_seed():
+    sweep = rows(("sup_T3_r1", 0, "killed", 0.5), ("sup_T3_r1", 0, "again", 0.98),
+                 ("sup_T3_r1", 1, "one", 0.97), ("sup_T3_r2", 0, "first", 0.99),
+                 ("sup_T3_r2", 0, "second", 0.99))
+    sweep.loc[0, "status"] = "stopped early"  # an interruption ended it; it ran again
+    planned = {(c, s) for c in ("sup_T3_r1", "sup_T3_r2") for s in (0, 1)}
+    kept, said = settle(sweep, planned)
+    assert sorted(zip(kept["cell"], kept["seed"], kept["run_id"], strict=True)) == [
+        ("sup_T3_r1", 0, "again"), ("sup_T3_r1", 1, "one"), ("sup_T3_r2", 0, "second")]
+    assert said == ["3 of 4 planned trials finished: no finished run for sup_T3_r2 seed 1",
+                    "finished more than once (kept the last): sup_T3_r2 seed 0",
+                    "1 run(s) an interruption or a failure ended were run again to the end "
+                    "(the finished run is recorded)"]
+    kept, said = settle(sweep.iloc[1:3], {("sup_T3_r1", 0), ("sup_T3_r1", 1)})
+    assert said == ["2 of 2 planned trials finished", "no (cell, seed) finished twice"]
 
 
 def test_the_table_is_mean_and_std_over_finished_seeds_with_every_cell_of_the_space():

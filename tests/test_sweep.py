@@ -567,9 +567,10 @@ def test_report_reproduces_the_sweep_tables_from_mlflow(sweep, run_cli, tmp_path
     assert rebuilt.equals(original)
 
 
-def test_a_sweep_is_recorded_as_data_from_mlflow(ablation_sweep, tmp_path):
+def test_a_sweep_is_recorded_as_data_from_mlflow(ablation_sweep, tmp_path, capsys):
     """orchestrator.record writes a row per replicate trial with its commit, machine, date, wall
-    seconds and every test metric; recording the same sweep again changes nothing."""
+    seconds and every test metric, and checks the sweep's trials against its plan; recording
+    the same sweep again changes nothing."""
     from orchestrator.record import main as record_main
     from orchestrator.record import read
 
@@ -579,6 +580,9 @@ def test_a_sweep_is_recorded_as_data_from_mlflow(ablation_sweep, tmp_path):
     first = out.read_bytes()
     frame = read(out)
     replicates = ablation_sweep.stage("replicate")
+    said = capsys.readouterr().out
+    assert f"{len(replicates)} of {len(replicates)} planned trials finished\n" in said
+    assert "no (cell, seed) finished twice" in said
     assert sorted(frame["run_id"]) == sorted(r.info.run_id for r in replicates)
     assert (frame["status"] == "finished").all() and (frame["wall_s"] > 0).all()
     assert frame["commit"].str.fullmatch(r"[0-9a-f]{40}(\+dirty\.[0-9a-f]{8})?").all()
