@@ -1,10 +1,11 @@
 """Does the default search (TPE + ASHA) beat random search at the same compute?
 
-    python benchmarks/search_efficiency.py [--reps 5] [--budget-trials 10] [--out DIR]
+    python benchmarks/search_efficiency.py [--reps 5] [--budget-trials 10] [--cell C] [--out DIR]
     python benchmarks/search_efficiency.py --smoke        # the plumbing, in minutes
 
-Three arms through the real sweep on ``search_spaces/search_bench.py`` (fixed before the first
-run: its cell, budget and four hyperparameters): TPE with ASHA (the default), random search with
+Three arms through the real sweep on a cell of ``search_spaces/search_bench.py`` (``--cell``, by
+default its first; each fixed before its first run with its budget and four hyperparameters):
+TPE with ASHA (the default), random search with
 the same ASHA, random search without early stopping. Each repetition gives every arm the same
 search seed (100 + rep), and every arm the same compute: ``--budget-trials`` times the plan's
 cost of one full trial, in summed trial CPU-seconds (one thread per trial, so a trial's wall
@@ -41,23 +42,24 @@ REPO = Path(__file__).resolve().parents[1]
 ARMS = {"tpe+asha": ("tpe", "asha"), "random+asha": ("random", "asha"),
         "random": ("random", "none")}
 BASELINE = "random"
-STUDY = "search-unsup_T3_r2_short"
 GRACES = (0.25, 0.5)  # ASHA grace fractions whose rungs rung_fidelity judges: the default, twice it
 
 
-def trial_cost_s() -> float:
+def trial_cost_s(cell: str) -> float:
     from orchestrator import plan
     from search_spaces import load
 
     space = load("search_bench")
-    return plan.estimate_seconds(plan.cell_config(space, space.cells[0], dry_run=False, sets={}))
+    return plan.estimate_seconds(plan.cell_config(space, space.cell(cell), dry_run=False, sets={}))
 
 
-def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool, budget: float) -> Path:
-    """One arm's sweep, stopped once its trials have spent ``budget`` CPU-seconds (what runs
-    past the budget would not count): its Optuna study."""
+def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool, budget: float,
+            cell: str) -> Path:
+    """One arm's sweep of ``cell``, stopped once its trials have spent ``budget`` CPU-seconds
+    (what runs past the budget would not count): its Optuna study."""
     sampler, scheduler = ARMS[arm]
     args = [sys.executable, "-m", "orchestrator.sweep", "--space", "search_bench", "--seeds", "1",
+            "--cells", cell,
             "--search-seed", str(100 + rep), "--sampler", sampler, "--scheduler", scheduler,
             "--num-samples", str(samples), "--max-concurrent", "2", "--out", str(out)]
     if smoke:
@@ -73,7 +75,7 @@ def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool, budget: fl
         while proc.poll() is None:
             time.sleep(5)
             db = study_db(out)
-            if db is not None and spent(db) >= budget:
+            if db is not None and spent(db, f"search-{cell}") >= budget:
                 cut = True
                 stop(proc)
     if proc.returncode != 0 and not cut:
@@ -87,7 +89,7 @@ def study_db(out: Path) -> Path | None:
     return found[0] if found else None
 
 
-def spent(db: Path) -> float:
+def spent(db: Path, study: str) -> float:
     """Trial CPU-seconds so far: ended trials' durations and running trials' time until now.
     Read with sqlite3 on a read-only connection: opening it through Optuna would set up its
     schema, which races with the sweep setting it up (UNIQUE constraint failed: alembic_version)."""
@@ -97,7 +99,7 @@ def spent(db: Path) -> float:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             rows = con.execute(
                 "SELECT t.datetime_start, t.datetime_complete FROM trials t JOIN studies s "
-                "ON t.study_id = s.study_id WHERE s.study_name = ?", (STUDY,)).fetchall()
+                "ON t.study_id = s.study_id WHERE s.study_name = ?", (study,)).fetchall()
     except sqlite3.Error:  # not created yet, or being created
         return 0.0
     parse = datetime.datetime.fromisoformat
@@ -131,24 +133,29 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def finished(out: Path, arm: str, rep: int) -> Path | None:
+def finished(out: Path, arm: str, rep: int, study: str) -> Path | None:
     """The study of an earlier run of this arm and repetition that ran to its end or to its
     budget, so that an interrupted benchmark goes on where it stopped."""
+    import sqlite3
+
     for work in sorted(out.glob(f"{arm}-{rep}-*")):
         if (work / "arm.done").exists() or any(work.glob("*/search.json")):
             db = study_db(work)
-            if db is not None:
-                return db
+            if db is None:
+                continue
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                if con.execute("SELECT 1 FROM studies WHERE study_name = ?", (study,)).fetchone():
+                    return db
     return None
 
 
-def curve(db: Path) -> list[tuple[float, float | None]]:
+def curve(db: Path, study: str) -> list[tuple[float, float | None]]:
     """(trial CPU-seconds spent by the moment each trial ended, its final value or None), in
     the order trials ended. Spent: every trial's running time up to that moment, the trials
     still running included (one thread each), which is what the budget stops an arm at."""
     import optuna
 
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
     ended = sorted((t for t in study.trials if t.datetime_complete),
                    key=lambda t: t.datetime_complete)
     runs = intervals(study.trials)
@@ -185,12 +192,12 @@ def summarise(curves: dict[str, list], budget: float) -> dict:
     return out
 
 
-def full_curves(db: Path) -> list[list[float]]:
+def full_curves(db: Path, study: str) -> list[list[float]]:
     """Every completed trial's validation values at each report, of an arm without early
     stopping (so every trial has all of them)."""
     import optuna
 
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
     curves = [[t.intermediate_values[k] for k in sorted(t.intermediate_values)]
               for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     return [c for c in curves if c and len(c) == max(map(len, curves))]
@@ -255,11 +262,18 @@ def main() -> None:
                    help="compute per arm and repetition, in full trials (default 10)")
     p.add_argument("--out", default=None, help="where the JSON and plot go (default: a temp dir)")
     p.add_argument("--smoke", action="store_true", help="tiny trials, two repetitions")
+    p.add_argument("--cell", help="the search_bench cell (default: its first)")
     p.add_argument("--arms", help=f"run only these ({', '.join(ARMS)}; default all); the others "
                    "count where they finished in --out")
     a = p.parse_args()
     reps = 2 if a.smoke else a.reps
-    budget = (5.0 if a.smoke else trial_cost_s()) * a.budget_trials
+    from search_spaces import load
+
+    cells = [c.id for c in load("search_bench").cells]
+    cell = a.cell or cells[0]
+    if cell not in cells:
+        p.error(f"--cell {cell}: search_bench's cells are {', '.join(cells)}")
+    budget = (5.0 if a.smoke else trial_cost_s(cell)) * a.budget_trials
     out = Path(a.out or tempfile.mkdtemp(prefix="search-efficiency-"))
     out.mkdir(parents=True, exist_ok=True)
     run = a.arms.split(",") if a.arms else list(ARMS)
@@ -271,25 +285,23 @@ def main() -> None:
         for arm in ARMS:
             # more than fit, so the budget ends each arm (ASHA ends a cheap trial in seconds)
             samples = int(a.budget_trials * 10) + 1
-            db = finished(out, arm, rep)
+            db = finished(out, arm, rep, f"search-{cell}")
             if db is None and arm not in run:
                 continue
             if db is None:
                 work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
-                db = run_arm(arm, rep, samples, work, a.smoke, budget)
-            curves[arm].append(curve(db))
+                db = run_arm(arm, rep, samples, work, a.smoke, budget, cell)
+            curves[arm].append(curve(db, f"search-{cell}"))
             if ARMS[arm][1] == "none":
-                full += full_curves(db)
+                full += full_curves(db, f"search-{cell}")
             print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
     curves = {arm: cs for arm, cs in curves.items() if len(cs) == reps}  # every repetition
     if BASELINE not in curves:
         raise SystemExit(f"no {BASELINE} arm for every repetition in {out}: its final median "
                          "is the target (run it with --arms)")
-    result = {"cell": "search_bench/unsup_T3_r2_short", "reps": reps, **summarise(curves, budget)}
+    result = {"cell": f"search_bench/{cell}", "reps": reps, **summarise(curves, budget)}
     if full:  # one report per evaluation and the last with the test metrics
         from orchestrator.search import asha_rungs, asha_settings
-        from search_spaces import load
-
         space, reports = load("search_bench"), max(map(len, full))
         result["rung_fidelity"] = rung_fidelity(full, {  # the sweep's rungs (search.cell_searches)
             f"grace {g:g}": asha_rungs(**asha_settings(reports - 1, g, space.reduction_factor))

@@ -1,13 +1,16 @@
-"""The search benchmark's problem: a short unsupervised T=3 r=2 run, four hyperparameters.
+"""The search benchmark's problems: short unsupervised T=3 runs at r=2 and r=3, four hyperparameters.
 
 For ``benchmarks/search_efficiency.py``: the research table's unsupervised recipe
 (``seed_table.LAYERED``) cut to 300 steps of a width-16 network, cheap enough to repeat, and a
 space of four hyperparameters including the learning rate: the learning rate, the width, the
 batch size (the last two set a trial's cost as well as its result) and the weight of the
-research note's reconstruction added to the layered labels. Its own use:
+research note's reconstruction added to the layered labels. ``unsup_T3_r2_short`` is the
+benchmark's cell; ``unsup_T3_r3_short`` (r=3, the published unsupervised row, the same budget and
+space) is the other cell a change of the default search is checked on. Its own use:
 
-    python -m orchestrator.sweep --space search_bench --seeds 1 --num-samples 12
-    python -m orchestrator.sweep --space search_bench --seeds 1 --sampler random --scheduler none
+    python -m orchestrator.sweep --space search_bench --cells unsup_T3_r2_short --seeds 1
+    python -m orchestrator.sweep --space search_bench --cells unsup_T3_r3_short --seeds 1 \
+        --sampler random --scheduler none
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ SEARCH = {
 
 def space() -> Space:
     return Space(name="search_bench", description=__doc__.splitlines()[0],
-                 cells=(Cell("unsup_T3_r2_short", {}, design="search benchmark"),),
+                 cells=(Cell("unsup_T3_r2_short", {}, design="search benchmark"),
+                        Cell("unsup_T3_r3_short", {"motion_range": 3},
+                             design="search benchmark, the other cell")),
                  baseline="unsup_T3_r2_short", base=dict(CELL), search=dict(SEARCH),
                  num_samples=12)
