@@ -3,7 +3,7 @@
     python -m orchestrator.record --tracking-uri URI --experiment seed_table [--parent RUN_ID] \
         --out docs/results/seed_table.csv          # add the sweep's trials to the record
     python -m orchestrator.record --tables docs/results/seed_table.csv
-        # regenerate the tables of README.md and docs/results.md from the record
+        # regenerate the tables of README.md and docs/results.md, and its plot, from the record
 
 A row per trial: cell, seed, status, commit, machine, date, wall seconds, every test metric and
 the MLflow run id. Rows are keyed by (cell, seed): a sweep adds the ones the record lacks, and
@@ -151,11 +151,24 @@ def replace_table(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1)
 
 
+def plot(frame: pd.DataFrame, space_name: str, path: Path) -> None:
+    """The ablation plot of the record (``report.plot``): acc, acc_fg and bg_motion against the
+    motion range, a line per design."""
+    space = load(space_name)
+    cells = {c.id: c for c in space.cells}
+    rows = [{**r, "design": cells[r["cell"]].design, "published": cells[r["cell"]].published,
+             "motion_range": cells[r["cell"]].overrides.get("motion_range")}
+            for r in frame.to_dict("records") if r["cell"] in cells]
+    summary = report.summarise(rows, list(cells), space.baseline)
+    report.plot(summary, path, f"{space.name}: the record ({path.with_suffix('.csv').name})")
+
+
 def write_tables(record: Path, root: Path) -> list[Path]:
     """Fill the record's tables in every doc that has their blocks: ``table:NAME`` (NAME the
-    record file's, e.g. seed_table) the whole table, ``table:NAME:front`` the README's; return
-    the documents changed."""
+    record file's, e.g. seed_table) the whole table, ``table:NAME:front`` the README's, and draw
+    its plot beside the record (NAME.png); return the documents changed."""
     name, frame = record.stem, read(record)
+    plot(frame, name, record.with_suffix(".png"))
     bodies = {name: table(frame, name), f"{name}:front": front(frame, name)}
     changed = []
     for doc in DOCS:
@@ -204,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--tables {record}: named after no space (a record is "
                              "<space>.csv)") from None
         changed = write_tables(record, Path.cwd())
-        print("updated " + (", ".join(map(str, changed)) or "nothing (the tables are current)"))
+        print("updated " + (", ".join(map(str, changed)) or "nothing (the tables are current)")
+              + f"; drew {record.with_suffix('.png')}")
         return 0
     if not (a.tracking_uri and a.experiment and a.out):
         raise UsageError("--tracking-uri, --experiment and --out are needed to record a sweep "

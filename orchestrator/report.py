@@ -163,15 +163,16 @@ def latex(summary: list[dict], baseline: str) -> str:
 
 
 def plot(summary: list[dict], path: Path, title: str) -> None:
-    """acc and acc_fg against motion range, one line per design, error bars = std over seeds."""
+    """acc, acc_fg and bg_motion (the background given motion, which raises acc_fg) against
+    motion range, one line per design, error bars = std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharex=True)
     designs = list(dict.fromkeys(s["design"] for s in summary))
-    for ax, metric in zip(axes, ("acc", "acc_fg"), strict=True):
+    for ax, metric in zip(axes, ("acc", "acc_fg", "bg_motion"), strict=True):
         for design in designs:
             pts = sorted((s["motion_range"], s[metric]) for s in summary
                          if s["design"] == design and s[metric][2] > 0 and s["motion_range"])
@@ -183,6 +184,9 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
         pubs = [(s["motion_range"], s["published"]) for s in summary if s["published"] is not None]
         if metric == "acc" and pubs:
             ax.scatter(*zip(*pubs, strict=True), marker="*", s=120, c="k", label="published", zorder=5)
+        ranges = sorted({s["motion_range"] for s in summary if s["motion_range"]})
+        if ranges:
+            ax.set_xticks(ranges)
         ax.set_xlabel("motion range r")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)

@@ -95,6 +95,7 @@ def test_the_tables_command_regenerates_the_docs_from_the_record(tmp_path, monke
     (tmp_path / "docs" / "results.md").write_text("# results\n" + block)
     monkeypatch.chdir(tmp_path)
     assert main(["--tables", str(record)]) == 0
+    assert record.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plot beside it
     for doc in ("README.md", "docs/results.md"):
         text = (tmp_path / doc).read_text()
         assert "stale" not in text and "| `unsup_T3_r3` | 93 | 2 |" in text
