@@ -57,6 +57,8 @@ def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool, budget: fl
             cell: str) -> Path:
     """One arm's sweep of ``cell``, stopped once its trials have spent ``budget`` CPU-seconds
     (what runs past the budget would not count): its Optuna study."""
+    from orchestrator.search import study_name
+
     sampler, scheduler = ARMS[arm]
     args = [sys.executable, "-m", "orchestrator.sweep", "--space", "search_bench", "--seeds", "1",
             "--cells", cell,
@@ -75,7 +77,7 @@ def run_arm(arm: str, rep: int, samples: int, out: Path, smoke: bool, budget: fl
         while proc.poll() is None:
             time.sleep(5)
             db = study_db(out)
-            if db is not None and spent(db, f"search-{cell}") >= budget:
+            if db is not None and spent(db, study_name(cell)) >= budget:
                 cut = True
                 stop(proc)
     if proc.returncode != 0 and not cut:
@@ -149,13 +151,13 @@ def finished(out: Path, arm: str, rep: int, study: str) -> Path | None:
     return None
 
 
-def curve(db: Path, study: str) -> list[tuple[float, float | None]]:
+def curve(db: Path, name: str) -> list[tuple[float, float | None]]:
     """(trial CPU-seconds spent by the moment each trial ended, its final value or None), in
     the order trials ended. Spent: every trial's running time up to that moment, the trials
     still running included (one thread each), which is what the budget stops an arm at."""
     import optuna
 
-    study = optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     ended = sorted((t for t in study.trials if t.datetime_complete),
                    key=lambda t: t.datetime_complete)
     runs = intervals(study.trials)
@@ -192,12 +194,12 @@ def summarise(curves: dict[str, list], budget: float) -> dict:
     return out
 
 
-def full_curves(db: Path, study: str) -> list[list[float]]:
+def full_curves(db: Path, name: str) -> list[list[float]]:
     """Every completed trial's validation values at each report, of an arm without early
     stopping (so every trial has all of them)."""
     import optuna
 
-    study = optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     curves = [[t.intermediate_values[k] for k in sorted(t.intermediate_values)]
               for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     return [c for c in curves if c and len(c) == max(map(len, curves))]
@@ -273,6 +275,9 @@ def main() -> None:
     cell = a.cell or cells[0]
     if cell not in cells:
         p.error(f"--cell {cell}: search_bench's cells are {', '.join(cells)}")
+    from orchestrator.search import study_name
+
+    study = study_name(cell)
     budget = (5.0 if a.smoke else trial_cost_s(cell)) * a.budget_trials
     out = Path(a.out or tempfile.mkdtemp(prefix="search-efficiency-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -285,15 +290,15 @@ def main() -> None:
         for arm in ARMS:
             # more than fit, so the budget ends each arm (ASHA ends a cheap trial in seconds)
             samples = int(a.budget_trials * 10) + 1
-            db = finished(out, arm, rep, f"search-{cell}")
+            db = finished(out, arm, rep, study)
             if db is None and arm not in run:
                 continue
             if db is None:
                 work = Path(tempfile.mkdtemp(prefix=f"{arm}-{rep}-", dir=out))
                 db = run_arm(arm, rep, samples, work, a.smoke, budget, cell)
-            curves[arm].append(curve(db, f"search-{cell}"))
+            curves[arm].append(curve(db, study))
             if ARMS[arm][1] == "none":
-                full += full_curves(db, f"search-{cell}")
+                full += full_curves(db, study)
             print(f"{arm} rep {rep}: best {best_so_far(curves[arm][-1], budget)}", flush=True)
     curves = {arm: cs for arm, cs in curves.items() if len(cs) == reps}  # every repetition
     if BASELINE not in curves:

@@ -126,6 +126,7 @@ class ProgressLine(Callback):
         over the stage's trials. The time left: ``time_left``."""
         self.stage, self.total, self.dry_run, self.watchdog = stage, total, dry_run, watchdog
         self.started: dict[str, float] = {}
+        self.running: set[str] = set()  # started, not yet ended (a retried trial starts again)
         self.done = 0
         self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
         self.took = 0.0  # the finished trials' seconds, against estimated_done
@@ -133,6 +134,7 @@ class ProgressLine(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())
+        self.running.add(trial.trial_id)
         self.first_start = self.first_start or time.time()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -143,7 +145,8 @@ class ProgressLine(Callback):
         self._line(trial, f"FAILED: {failure_reason(trial, self.watchdog)}", trial.last_result or {})
 
     def _line(self, trial, status: str, result: dict) -> None:
-        running = len(self.started) - self.done  # this one included
+        running = len(self.running | {trial.trial_id})  # this one included
+        self.running.discard(trial.trial_id)
         self.done += 1
         secs = time.time() - self.started.get(trial.trial_id, time.time())
         params = flatten(trial.config)

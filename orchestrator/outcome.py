@@ -100,7 +100,9 @@ def plot(outcomes: dict[str, dict], metric: str, path: Path) -> None:
 
 def write(storage_url: str, cells: list[str], metric: str, out: Path) -> tuple[list[str], list[Path]]:
     """search.json, search.md and search.png for the cells' studies; the summary lines."""
-    outcomes = {c: cell_outcome(optuna.load_study(study_name=f"search-{c}", storage=storage_url))
+    from orchestrator.search import study_name
+
+    outcomes = {c: cell_outcome(optuna.load_study(study_name=study_name(c), storage=storage_url))
                 for c in cells}
     summary = lines(outcomes, metric, storage_url)
     files = [out / "search.json", out / "search.md", out / "search.png"]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from motioncore import cli
 from motioncore.config import METRIC_NAMES, UsageError
-from orchestrator import report
+from orchestrator import plan, report
 from search_spaces import load
 
 COLUMNS = ["cell", "seed", "status", "commit", "machine", "date", "wall_s",
@@ -48,31 +48,37 @@ def merge(old: pd.DataFrame, new: pd.DataFrame, overwrite: bool) -> pd.DataFrame
     return out.sort_values(["cell", "seed"]).reset_index(drop=True)[COLUMNS]
 
 
-def settle(new: pd.DataFrame, planned: set[tuple[str, int]]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per (cell, seed) of a sweep (``new``: its runs, the earliest started first), and
-    what a reader should know: the ``planned`` trials with no finished run, a (cell, seed)
-    finished by more than one run (it ran twice), the runs an interruption or a failure ended
-    that a later run finished."""
-    finished = new[new["status"] == "finished"]
-    twice = finished[finished.duplicated(["cell", "seed"], keep=False)]
-    # the finished run where there is one, else the latest
-    ranked = new.assign(_done=new["status"] == "finished", _at=range(len(new)))
-    kept = (ranked.sort_values(["_done", "_at"]).groupby(["cell", "seed"]).tail(1)
-            .drop(columns=["_done", "_at"]))
-    done = {(c, int(s)) for c, s in zip(finished["cell"], finished["seed"], strict=True)}
-    replaced = sum((c, int(s)) in done and st != "finished"
-                   for c, s, st in zip(new["cell"], new["seed"], new["status"], strict=True))
-    missing = sorted(planned - done)
-    lines = [f"{len(done & planned)} of {len(planned)} planned trials finished"
-             + ("" if not missing else ": no finished run for " + ", ".join(
-                 f"{c} seed {s}" for c, s in missing[:5]) + (" ..." if len(missing) > 5 else ""))]
-    lines.append("no (cell, seed) finished twice" if twice.empty else
-                 "finished more than once (kept the last): " + ", ".join(sorted(
-                     {f"{c} seed {s}" for c, s in zip(twice["cell"], twice["seed"], strict=True)})))
-    if replaced:
-        lines.append(f"{replaced} run(s) an interruption or a failure ended were run again to "
-                     "the end (the finished run is recorded)")
-    return kept.reset_index(drop=True), lines
+def settle(new: pd.DataFrame, planned: set[tuple[str, int]] | None
+           ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (cell, seed) of a sweep (``new``: its runs, each (cell, seed)'s in the order
+    they started): the last finished run, else the last run. And what a reader should know: the
+    ``planned`` trials with no finished run (None: the sweep's plan is not known), a (cell, seed)
+    finished more than once (it ran twice), the runs that ended unfinished before a later run of
+    theirs finished (an interruption or a failure, run again)."""
+    kept, twice, again = [], [], 0
+    for (cell, seed), runs in new.groupby(["cell", "seed"], sort=True):
+        status = list(runs["status"])
+        ends = [i for i, st in enumerate(status) if st == "finished"]
+        kept.append(runs.index[ends[-1] if ends else -1])
+        if len(ends) > 1:
+            twice.append(f"{cell} seed {seed}")
+        again += sum(st != "finished" for st in status[:ends[-1]]) if ends else 0
+    done = {(c, int(s)) for c, s in new.loc[new["status"] == "finished", ["cell", "seed"]]
+            .itertuples(index=False)}
+    if planned is None:
+        lines = [f"{len(done)} trials finished (the parent run records no plan to check them "
+                 "against)"]
+    else:
+        missing = sorted(planned - done)
+        lines = [f"{len(done & planned)} of {len(planned)} planned trials finished" + (
+            "" if not missing else ": no finished run for " + ", ".join(
+                f"{c} seed {s}" for c, s in missing[:5]) + (" ..." if len(missing) > 5 else ""))]
+    lines.append("finished more than once (kept the last): " + ", ".join(twice) if twice
+                 else "no (cell, seed) finished twice")
+    if again:
+        lines.append(f"{again} run(s) ended unfinished and were run again to the end (the "
+                     "finished run is recorded)")
+    return new.loc[kept].reset_index(drop=True), lines
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -97,9 +103,13 @@ def _cell(values: pd.Series) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def _label(cell) -> str:
+def _range(space, cell) -> int | None:
+    return {**space.base, **cell.overrides}.get("motion_range")
+
+
+def _label(space, cell) -> str:
     """A cell as a row of the front page: its design and motion range."""
-    r = cell.overrides.get("motion_range")
+    r = _range(space, cell)
     return f"{cell.design}, r={r}" if cell.design and r is not None else (cell.design or cell.id)
 
 
@@ -114,8 +124,9 @@ def front(frame: pd.DataFrame, space_name: str) -> str:
         rows = done[done["cell"] == c.id]
         pub = "–" if c.published is None else f"{c.published:g}"
         figures = [_cell(rows[f"test_{m}"]) for m in ("acc", "acc_fg", "bg_motion")]
-        zero = _cell(rows["test_acc_zero"]).split(" ±")[0]
-        lines.append(f"| {_label(c)} | {pub} | " + " | ".join(figures)
+        zeros = rows["test_acc_zero"].dropna()
+        zero = f"{100 * zeros.mean():.2f}" if len(zeros) else "–"
+        lines.append(f"| {_label(space, c)} | {pub} | " + " | ".join(figures)
                      + f" | {zero} | {len(rows)} | `{c.id}` |")
     return "\n".join(lines) + "\n"
 
@@ -157,7 +168,7 @@ def plot(frame: pd.DataFrame, space_name: str, path: Path) -> None:
     space = load(space_name)
     cells = {c.id: c for c in space.cells}
     rows = [{**r, "design": cells[r["cell"]].design, "published": cells[r["cell"]].published,
-             "motion_range": cells[r["cell"]].overrides.get("motion_range")}
+             "motion_range": _range(space, cells[r["cell"]])}
             for r in frame.to_dict("records") if r["cell"] in cells]
     summary = report.summarise(rows, list(cells), space.baseline)
     report.plot(summary, path, f"{space.name}: the record ({path.with_suffix('.csv').name})")
@@ -184,13 +195,19 @@ def write_tables(record: Path, root: Path) -> list[Path]:
     return changed
 
 
-def planned(client, parent: str) -> set[tuple[str, int]]:
-    """The (cell, seed) pairs a sweep's parent run says it set out to run."""
+def planned(client, parent: str) -> set[tuple[str, int]] | None:
+    """The (cell, seed) pairs a sweep's parent run says it set out to run; None when it does not
+    say (a parent from before the seeds were logged by name, or of a space no longer here)."""
     params = client.get_run(parent).data.params
-    space = load(params["space"])
-    cells = [c.id for c in space.cells] if params.get("cells", "all") == "all" else \
-        params["cells"].split(",")
-    seeds = [int(s) for s in params.get("seeds", "").split(",") if s]
+    if not {"space", "seeds", "search_seed"} <= params.keys():
+        return None
+    try:
+        space = load(params["space"])
+        wanted = None if params.get("cells", "all") == "all" else params["cells"].split(",")
+        cells = [c.id for c in plan.select_cells(space, wanted)]
+    except (KeyError, UsageError):
+        return None
+    seeds = [int(s) for s in params["seeds"].split(",") if s]
     if params.get("dry_run") == "True":
         seeds = seeds[:1]
     return {(c, s) for c in cells for s in seeds}

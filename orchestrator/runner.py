@@ -128,7 +128,7 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
             resuming: bool) -> dict[str, dict[str, Any]]:
     """Each cell's own Optuna study and scheduler, all cells at once (``orchestrator.search``);
     returns each cell's best sampled values, for the cells with a trial that ran its budget."""
-    from orchestrator.search import cell_searches, fail_unfinished
+    from orchestrator.search import cell_searches, fail_unfinished, study_name
 
     # The search trains and samples with its own seed, apart from the replicate seeds; every
     # cell's study has it, so the cells start from the same random configurations.
@@ -145,7 +145,7 @@ def _search(state, space: Space, exp_id: str, firsts: list[plan.TrialSpec], comm
         state, "search", callbacks, constant, search_alg=searches, scheduler=schedulers,
         num_samples=state.samples * len(firsts)), resuming)
     if resuming:
-        fail_unfinished(state.study_storage, [f"search-{s.cell.id}" for s in firsts])
+        fail_unfinished(state.study_storage, [study_name(s.cell.id) for s in firsts])
     best: dict[str, Any] = {}
     for r in results:  # a trial ASHA stopped is not a candidate: its value is an early one
         if (r.error is None and r.metrics and r.metrics.get(FINAL)

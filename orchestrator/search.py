@@ -54,10 +54,15 @@ def sampler_label(name: str, dims: int) -> str:
     return name if name == "random" else f"{name}, its first {startup_trials(dims)} trials random"
 
 
+def study_name(cell: str) -> str:
+    """The name of a cell's Optuna study in a sweep's storage."""
+    return f"search-{cell}"
+
+
 def make_study(storage, cell: str, metric: str) -> optuna.Study:
     """The cell's study, its objective named after the metric (what optuna-dashboard shows)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created or loaded
-    study = optuna.create_study(study_name=f"search-{cell}", storage=storage,
+    study = optuna.create_study(study_name=study_name(cell), storage=storage,
                                 direction="maximize", load_if_exists=True)
     if study.metric_names != [metric]:
         with warnings.catch_warnings():  # set_metric_names is marked experimental
@@ -196,7 +201,7 @@ def cell_searches(space, state, fixed: dict[str, dict[str, Any]], configs: dict,
         make_study(db, cell, metric)
         sampler = make_sampler(state.sampler, state.search_seed, len(distributions))
         searchers[cell] = OptunaSearch(space=distributions, metric=metric, mode="max",
-                                       study_name=f"search-{cell}", storage=db, sampler=sampler)
+                                       study_name=study_name(cell), storage=db, sampler=sampler)
         evaluations = max(1, math.ceil(config.steps / config.eval_every))
         rungs: list[int] = []
         if state.scheduler == "asha":
@@ -214,7 +219,7 @@ def cell_searches(space, state, fixed: dict[str, dict[str, Any]], configs: dict,
 def link_run(storage_url: str, cell: str, tune_trial_id: str, run_id: str) -> bool:
     """Record the MLflow run of a running search trial on its Optuna trial (``mlflow_run_id``)."""
     storage = optuna.storages.RDBStorage(storage_url)
-    study_id = storage.get_study_id_from_name(f"search-{cell}")
+    study_id = storage.get_study_id_from_name(study_name(cell))
     for t in storage.get_all_trials(study_id, deepcopy=False,
                                     states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("tune_trial_id") == tune_trial_id:

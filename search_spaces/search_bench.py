@@ -1,4 +1,4 @@
-"""The search benchmark's problems: short unsupervised T=3 runs at r=2 and r=3, four hyperparameters.
+"""The search benchmark's problems: short unsupervised T=3 runs (r=2, r=3), four hyperparameters.
 
 For ``benchmarks/search_efficiency.py``: the research table's unsupervised recipe
 (``seed_table.LAYERED``) cut to 300 steps of a width-16 network, cheap enough to repeat, and a

@@ -47,10 +47,45 @@ def test_a_sweeps_trials_are_checked_against_its_plan_one_row_per_cell_and_seed(
         ("sup_T3_r1", 0, "again"), ("sup_T3_r1", 1, "one"), ("sup_T3_r2", 0, "second")]
     assert said == ["3 of 4 planned trials finished: no finished run for sup_T3_r2 seed 1",
                     "finished more than once (kept the last): sup_T3_r2 seed 0",
-                    "1 run(s) an interruption or a failure ended were run again to the end "
-                    "(the finished run is recorded)"]
+                    "1 run(s) ended unfinished and were run again to the end (the finished run "
+                    "is recorded)"]
     kept, said = settle(sweep.iloc[1:3], {("sup_T3_r1", 0), ("sup_T3_r1", 1)})
     assert said == ["2 of 2 planned trials finished", "no (cell, seed) finished twice"]
+
+
+def test_a_run_that_failed_after_its_trial_finished_was_not_run_again_and_none_finished_keeps_the_last():
+    sweep = rows(("sup_T3_r1", 0, "done", 0.98), ("sup_T3_r1", 0, "late", 0.1),
+                 ("sup_T3_r2", 0, "first", 0.2), ("sup_T3_r2", 0, "second", 0.3))
+    sweep.loc[1:, "status"] = "failed"
+    kept, said = settle(sweep, None)
+    assert list(kept["run_id"]) == ["done", "second"]
+    assert said == ["1 trials finished (the parent run records no plan to check them against)",
+                    "no (cell, seed) finished twice"]  # nothing ran again to its end
+
+
+def test_the_plan_a_record_checks_against_is_the_parent_runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.record import planned
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("seed_table", artifact_location=str(tmp_path / "art"))
+
+    def parent(**params) -> str:
+        run = client.create_run(exp)
+        for k, v in params.items():
+            client.log_param(run.info.run_id, k, v)
+        return run.info.run_id
+
+    sweep = dict(space="seed_table", seeds="3,4", search_seed=1000, dry_run=False)
+    assert planned(client, parent(**sweep, cells="sup_T3_r1,unsup_T3_r3")) == {
+        ("sup_T3_r1", 3), ("sup_T3_r1", 4), ("unsup_T3_r3", 3), ("unsup_T3_r3", 4)}
+    assert len(planned(client, parent(**sweep, cells="all"))) == 40  # 20 cells, 2 seeds
+    assert planned(client, parent(**{**sweep, "dry_run": True}, cells="sup_T3_r1")) == {
+        ("sup_T3_r1", 3)}  # a dry run, its first seed
+    assert planned(client, parent(space="seed_table", seeds="3", cells="all")) is None  # older
+    assert planned(client, parent(**{**sweep, "space": "gone"}, cells="all")) is None
+    assert planned(client, parent(**sweep, cells="sup_T3_r1,gone")) is None
 
 
 def test_the_table_is_mean_and_std_over_finished_seeds_with_every_cell_of_the_space():
