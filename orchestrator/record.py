@@ -33,11 +33,11 @@ DOCS = ("README.md", "docs/results.md")
 
 
 def merge(old: pd.DataFrame, new: pd.DataFrame, overwrite: bool) -> pd.DataFrame:
-    """The record with ``new``'s rows added; a (cell, seed) recorded by another run is refused
-    unless ``overwrite``."""
+    """The record with ``new``'s rows added; a (cell, seed) whose recorded run finished, from
+    another run, is refused unless ``overwrite`` (an unfinished one is replaced)."""
     if not old.empty and not overwrite:
         both = old.merge(new, on=["cell", "seed"], suffixes=("_old", ""))
-        clash = both[both["run_id_old"] != both["run_id"]]
+        clash = both[(both["run_id_old"] != both["run_id"]) & (both["status_old"] == "finished")]
         if len(clash):
             first = clash.iloc[0]
             raise UsageError(f"--out: cell {first['cell']} seed {first['seed']} is recorded from "
@@ -54,7 +54,9 @@ def settle(new: pd.DataFrame, planned: set[tuple[str, int]] | None
     they started): the last finished run, else the last run. And what a reader should know: the
     ``planned`` trials with no finished run (None: the sweep's plan is not known), a (cell, seed)
     finished more than once (it ran twice), the runs that ended unfinished before a later run of
-    theirs finished (an interruption or a failure, run again)."""
+    theirs finished (an interruption or a failure, run again). Runs still running are left out."""
+    running = int((new["status"] == "running").sum())  # not a result yet
+    new = new[new["status"] != "running"]
     kept, twice, again = [], [], 0
     for (cell, seed), runs in new.groupby(["cell", "seed"], sort=True):
         status = list(runs["status"])
@@ -78,6 +80,8 @@ def settle(new: pd.DataFrame, planned: set[tuple[str, int]] | None
     if again:
         lines.append(f"{again} run(s) ended unfinished and were run again to the end (the "
                      "finished run is recorded)")
+    if running:
+        lines.append(f"{running} run(s) still running, not recorded")
     return new.loc[kept].reset_index(drop=True), lines
 
 

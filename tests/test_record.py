@@ -34,6 +34,8 @@ def test_a_recorded_trial_is_replaced_only_when_asked():
     with pytest.raises(UsageError, match="sup_T3_r1 seed 0 is recorded from run a.*--overwrite"):
         merge(old, again, False)
     assert merge(old, again, True)["run_id"].tolist() == ["z"]
+    old.loc[0, "status"] = "failed"  # not a result: the run that finished it replaces it
+    assert merge(old, again, False)["run_id"].tolist() == ["z"]
 
 
 def test_a_sweeps_trials_are_checked_against_its_plan_one_row_per_cell_and_seed():
@@ -51,6 +53,11 @@ def test_a_sweeps_trials_are_checked_against_its_plan_one_row_per_cell_and_seed(
                     "is recorded)"]
     kept, said = settle(sweep.iloc[1:3], {("sup_T3_r1", 0), ("sup_T3_r1", 1)})
     assert said == ["2 of 2 planned trials finished", "no (cell, seed) finished twice"]
+    sweep.loc[2, "status"] = "running"  # not a result yet
+    kept, said = settle(sweep.iloc[1:3], {("sup_T3_r1", 0), ("sup_T3_r1", 1)})
+    assert list(kept["run_id"]) == ["again"]
+    assert said[0] == "1 of 2 planned trials finished: no finished run for sup_T3_r1 seed 1"
+    assert said[-1] == "1 run(s) still running, not recorded"
 
 
 def test_a_run_that_failed_after_its_trial_finished_was_not_run_again_and_none_finished_keeps_the_last():
