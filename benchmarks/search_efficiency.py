@@ -91,18 +91,24 @@ def study_db(out: Path) -> Path | None:
     return found[0] if found else None
 
 
-def spent(db: Path, study: str) -> float:
-    """Trial CPU-seconds so far: ended trials' durations and running trials' time until now.
-    Read with sqlite3 on a read-only connection: opening it through Optuna would set up its
-    schema, which races with the sweep setting it up (UNIQUE constraint failed: alembic_version)."""
+def query(db: Path, sql: str, *args) -> list | None:
+    """``sql``'s rows from a study database, read with sqlite3 on a read-only connection:
+    opening it through Optuna would set up its schema, which races with the sweep setting it up
+    (UNIQUE constraint failed: alembic_version). None when it cannot be read yet."""
     import sqlite3
 
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            rows = con.execute(
-                "SELECT t.datetime_start, t.datetime_complete FROM trials t JOIN studies s "
-                "ON t.study_id = s.study_id WHERE s.study_name = ?", (study,)).fetchall()
+            return con.execute(sql, args).fetchall()
     except sqlite3.Error:  # not created yet, or being created
+        return None
+
+
+def spent(db: Path, study: str) -> float:
+    """Trial CPU-seconds so far: ended trials' durations and running trials' time until now."""
+    rows = query(db, "SELECT t.datetime_start, t.datetime_complete FROM trials t JOIN studies s "
+                 "ON t.study_id = s.study_id WHERE s.study_name = ?", study)
+    if rows is None:
         return 0.0
     parse = datetime.datetime.fromisoformat
     return spent_at([(parse(start), end and parse(end)) for start, end in rows if start],
@@ -138,16 +144,11 @@ def stop(proc: subprocess.Popen) -> None:
 def finished(out: Path, arm: str, rep: int, study: str) -> Path | None:
     """The study of an earlier run of this arm and repetition that ran to its end or to its
     budget, so that an interrupted benchmark goes on where it stopped."""
-    import sqlite3
-
     for work in sorted(out.glob(f"{arm}-{rep}-*")):
         if (work / "arm.done").exists() or any(work.glob("*/search.json")):
             db = study_db(work)
-            if db is None:
-                continue
-            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-                if con.execute("SELECT 1 FROM studies WHERE study_name = ?", (study,)).fetchone():
-                    return db
+            if db is not None and query(db, "SELECT 1 FROM studies WHERE study_name = ?", study):
+                return db
     return None
 
 
@@ -269,14 +270,14 @@ def main() -> None:
                    "count where they finished in --out")
     a = p.parse_args()
     reps = 2 if a.smoke else a.reps
+    from orchestrator.search import asha_rungs, asha_settings, study_name
     from search_spaces import load
 
-    cells = [c.id for c in load("search_bench").cells]
+    space = load("search_bench")
+    cells = [c.id for c in space.cells]
     cell = a.cell or cells[0]
     if cell not in cells:
         p.error(f"--cell {cell}: search_bench's cells are {', '.join(cells)}")
-    from orchestrator.search import study_name
-
     study = study_name(cell)
     budget = (5.0 if a.smoke else trial_cost_s(cell)) * a.budget_trials
     out = Path(a.out or tempfile.mkdtemp(prefix="search-efficiency-"))
@@ -306,8 +307,7 @@ def main() -> None:
                          "is the target (run it with --arms)")
     result = {"cell": f"search_bench/{cell}", "reps": reps, **summarise(curves, budget)}
     if full:  # one report per evaluation and the last with the test metrics
-        from orchestrator.search import asha_rungs, asha_settings
-        space, reports = load("search_bench"), max(map(len, full))
+        reports = max(map(len, full))
         result["rung_fidelity"] = rung_fidelity(full, {  # the sweep's rungs (search.cell_searches)
             f"grace {g:g}": asha_rungs(**asha_settings(reports - 1, g, space.reduction_factor))
             for g in GRACES})

@@ -57,16 +57,16 @@ def settle(new: pd.DataFrame, planned: set[tuple[str, int]] | None
     theirs finished (an interruption or a failure, run again). Runs still running are left out."""
     running = int((new["status"] == "running").sum())  # not a result yet
     new = new[new["status"] != "running"]
-    kept, twice, again = [], [], 0
+    kept, done, twice, again = [], set(), [], 0
     for (cell, seed), runs in new.groupby(["cell", "seed"], sort=True):
         status = list(runs["status"])
         ends = [i for i, st in enumerate(status) if st == "finished"]
         kept.append(runs.index[ends[-1] if ends else -1])
+        if ends:
+            done.add((cell, int(seed)))
+            again += sum(st != "finished" for st in status[:ends[-1]])
         if len(ends) > 1:
             twice.append(f"{cell} seed {seed}")
-        again += sum(st != "finished" for st in status[:ends[-1]]) if ends else 0
-    done = {(c, int(s)) for c, s in new.loc[new["status"] == "finished", ["cell", "seed"]]
-            .itertuples(index=False)}
     if planned is None:
         lines = [f"{len(done)} trials finished (the parent run records no plan to check them "
                  "against)"]
@@ -117,16 +117,20 @@ def _label(space, cell) -> str:
     return f"{cell.design}, r={r}" if cell.design and r is not None else (cell.design or cell.id)
 
 
+def _by_cell(frame: pd.DataFrame, space):
+    """Each cell of the space with its finished rows of the record and its published figure."""
+    done = frame[frame["status"] == "finished"]
+    for c in space.cells:
+        yield c, done[done["cell"] == c.id], "–" if c.published is None else f"{c.published:g}"
+
+
 def front(frame: pd.DataFrame, space_name: str) -> str:
     """The README's table: a row per cell of the space, the published figure, then mean ± std
     over finished seeds of what the headline needs (acc_zero, one fixed test set, as its mean)."""
     space = load(space_name)
-    done = frame[frame["status"] == "finished"]
     lines = ["| row | published | acc | acc_fg | bg_motion | acc_zero | n | CELL |",
              "|---|---|---|---|---|---|---|---|"]
-    for c in space.cells:
-        rows = done[done["cell"] == c.id]
-        pub = "–" if c.published is None else f"{c.published:g}"
+    for c, rows, pub in _by_cell(frame, space):
         figures = [_cell(rows[f"test_{m}"]) for m in ("acc", "acc_fg", "bg_motion")]
         zeros = rows["test_acc_zero"].dropna()
         zero = f"{100 * zeros.mean():.2f}" if len(zeros) else "–"
@@ -138,13 +142,9 @@ def front(frame: pd.DataFrame, space_name: str) -> str:
 def table(frame: pd.DataFrame, space_name: str) -> str:
     """The markdown table of a space's cells from the record: mean ± std over finished seeds
     (n = 1 shows a dash), every cell of the space, those without a trial marked so."""
-    space = load(space_name)
-    done = frame[frame["status"] == "finished"]
     head = ["cell", "published acc", "n", *(f"{m} %" for m in SHOWN), "seeds", "commit", "machine"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c in space.cells:
-        rows = done[done["cell"] == c.id]
-        pub = "–" if c.published is None else f"{c.published:g}"
+    for c, rows, pub in _by_cell(frame, load(space_name)):
         if rows.empty:
             lines.append(f"| `{c.id}` | {pub} | 0 | " + " | ".join("–" for _ in SHOWN)
                          + " | not yet recorded | | |")
