@@ -96,6 +96,8 @@ class SweepCallback(Callback):
         # The final report repeats the last evaluation: log only its test metrics.
         prefix = "test_" if result.get(FINAL) else "val_"
         metrics = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+        if result.get(FINAL):  # the trial's own running time, across sittings (Tune's count)
+            metrics["trial_s"] = result.get("time_total_s")
         logged = self.logged.setdefault(run_id, {})
         if step <= logged.get(prefix, -1):
             metrics = {}  # trained again after a retry: logged already
@@ -131,6 +133,18 @@ class ProgressLine(Callback):
         self.estimates, self.planned, self.estimated_done = estimates or {}, planned, 0.0
         self.took = 0.0  # the finished trials' seconds, against estimated_done
         self.first_start: float | None = None
+
+    def get_state(self) -> dict:
+        """The counts, kept in Tune's experiment snapshots, so that a resumed stage goes on
+        counting where the snapshot left it."""
+        return {"done": self.done, "estimated_done": self.estimated_done, "took": self.took,
+                "elapsed": time.time() - self.first_start if self.first_start else None}
+
+    def set_state(self, state: dict) -> None:
+        self.done, self.estimated_done, self.took = (state["done"], state["estimated_done"],
+                                                     state["took"])
+        if state["elapsed"] is not None:  # elapsed: the sittings' time, not the time between
+            self.first_start = time.time() - state["elapsed"]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())

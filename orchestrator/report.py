@@ -41,7 +41,10 @@ def rows_from_mlflow(client, exp_id: str, parent: str) -> list[dict]:
                "status": STATUS.get(info.status, info.status.lower()),
                "commit": tags.get("git_commit", ""), "machine": tags.get("machine", ""),
                "date": time.strftime("%Y-%m-%d", time.gmtime(info.start_time / 1000)),
-               "wall_s": (info.end_time - info.start_time) / 1000 if info.end_time else None,
+               # The trial's running time; a run that spans an interrupted sweep's pause
+               # would count the pause (runs logged before trial_s: the run's span).
+               "wall_s": metrics.get("trial_s") or (
+                   (info.end_time - info.start_time) / 1000 if info.end_time else None),
                "failure_reason": tags.get("failure_reason", ""), "run_id": run.info.run_id,
                "published": float(tags["published"]) if tags.get("published") else None}
         for name in FIELDS:

@@ -55,10 +55,12 @@ def _trainable(state: SweepState):
     return tune.with_resources(run_trial, resources)
 
 
-def _run_config(state: SweepState, name: str, callbacks: list) -> tune.RunConfig:
+def _tune_env() -> None:
+    """Tune's switches, read when a stage starts (fresh or restored: a restored Tuner never sees
+    ``_run_config``)."""
     # Tune's per-trial result.json and progress.csv (which its result grid reads) but not its
     # default TensorBoard logger, which imports torch into the driver: 2-3 s of CPU taken from
-    # the trials. Tune reads the switch when the stage starts.
+    # the trials.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Our own line per trial says what Tune's configuration box and status tables would.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -68,6 +70,9 @@ def _run_config(state: SweepState, name: str, callbacks: list) -> tune.RunConfig
     # A trial's third checkpoint since the last snapshot forces one (num_to_keep below), by
     # design; Tune would warn about it after every few trials of seconds on a GPU.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _run_config(state: SweepState, name: str, callbacks: list) -> tune.RunConfig:
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     return tune.RunConfig(
         name=name, storage_path=state.storage_path, callbacks=[*callbacks, *loggers],
@@ -91,6 +96,7 @@ def _watchdog(state: SweepState, specs: list[plan.TrialSpec]) -> Watchdog:
 
 def _fit(state, name: str, make_tuner, resuming: bool):
     """Run one stage; restore it from storage when a previous driver started it."""
+    _tune_env()
     path = f"{state.storage_path.rstrip('/')}/{name}"
     if resuming and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=_trainable(state), resume_unfinished=True,

@@ -134,7 +134,8 @@ def start_child(client: MlflowClient, exp_id: str, parent: str, *, name: str, pa
     return run.info.run_id
 
 
-TRAINING = ("train_loss", "lr", "samples_per_s")
+# trial_s: the trial's running time (Tune's time_total_s), logged with its test metrics
+TRAINING = ("train_loss", "lr", "samples_per_s", "trial_s")
 
 
 def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:

@@ -174,7 +174,22 @@ def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_pat
     assert "--resume" in parent.data.tags["failure_reason"]
     (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.name.startswith("ablation-")]
     assert not (sweep_dir / "ablation.md").exists()
-    _wait(_sweep(tmp_path, "--resume", str(sweep_dir)))
+    # A resumed sweep takes Ctrl-C the same way: killed, no partial table, resumable.
+    proc = _sweep(tmp_path, "--resume", str(sweep_dir), ctrl_c=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if re.match(r"\[\d/4\]", line):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + _finish(proc)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Configuration for experiment" not in out  # our lines, not Tune's boxes
+    (parent,), _ = _runs(uri, "ablation")
+    assert parent.info.status == "KILLED"
+    assert not (sweep_dir / "ablation.md").exists()
+    out = _wait(_sweep(tmp_path, "--resume", str(sweep_dir)))
+    assert "[4/4]" in out  # the count goes on across sittings
     (parent,), children = _runs(uri, "ablation")
     assert parent.info.status == "FINISHED" and len(children) == len(cells)
     assert {r.info.status for r in children} == {"FINISHED"}

@@ -585,6 +585,11 @@ def test_a_sweep_is_recorded_as_data_from_mlflow(ablation_sweep, tmp_path, capsy
     assert "no (cell, seed) finished twice" in said
     assert sorted(frame["run_id"]) == sorted(r.info.run_id for r in replicates)
     assert (frame["status"] == "finished").all() and (frame["wall_s"] > 0).all()
+    runs = {r.info.run_id: r for r in replicates}  # wall_s: the trial's time, within its run
+    for row in frame.itertuples():
+        run = runs[row.run_id]
+        assert row.wall_s == pytest.approx(run.data.metrics["trial_s"], rel=1e-5)  # 6 digits
+        assert row.wall_s <= (run.info.end_time - run.info.start_time) / 1000
     assert frame["commit"].str.fullmatch(r"[0-9a-f]{40}(\+dirty\.[0-9a-f]{8})?").all()
     assert frame["machine"].str.contains("cores").all()
     assert frame["date"].str.fullmatch(r"\d{4}-\d\d-\d\d").all()
