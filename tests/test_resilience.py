@@ -160,13 +160,7 @@ def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_pat
     longer = [a for s in ("steps=40", "eval_every=20") for a in ("--set", s)]
     proc = _sweep(tmp_path, "--space", "ablation", "--dry-run", "--cells", ",".join(cells),
                   "--out", "out", *_sets(), *longer, ctrl_c=True)
-    lines = []
-    for line in proc.stdout:  # Ctrl-C once the first trial has finished
-        lines.append(line)
-        if line.startswith("[1/4]"):
-            proc.send_signal(signal.SIGINT)
-            break
-    out = "".join(lines) + _finish(proc)
+    out = _ctrl_c_at(proc, r"\[1/4\]")  # once the first trial has finished
     assert proc.returncode == 130, out[-3000:]
     uri = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
     (parent,), _ = _runs(uri, "ablation")
@@ -176,13 +170,7 @@ def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_pat
     assert not (sweep_dir / "ablation.md").exists()
     # A resumed sweep takes Ctrl-C the same way: killed, no partial table, resumable.
     proc = _sweep(tmp_path, "--resume", str(sweep_dir), ctrl_c=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if re.match(r"\[\d/4\]", line):
-            proc.send_signal(signal.SIGINT)
-            break
-    out = "".join(lines) + _finish(proc)
+    out = _ctrl_c_at(proc, r"\[\d/4\]")
     assert proc.returncode == 130, out[-3000:]
     assert "Configuration for experiment" not in out  # our lines, not Tune's boxes
     (parent,), _ = _runs(uri, "ablation")
@@ -193,6 +181,17 @@ def test_ctrl_c_marks_the_parent_killed_and_the_sweep_resumes_to_the_end(tmp_pat
     (parent,), children = _runs(uri, "ablation")
     assert parent.info.status == "FINISHED" and len(children) == len(cells)
     assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def _ctrl_c_at(proc: subprocess.Popen, pattern: str) -> str:
+    """Ctrl-C at the sweep's first line matching ``pattern``; everything it printed."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if re.match(pattern, line):
+            proc.send_signal(signal.SIGINT)
+            break
+    return "".join(lines) + _finish(proc)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
