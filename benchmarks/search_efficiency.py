@@ -1,11 +1,11 @@
-"""Does the default search (TPE + ASHA) beat random search at the same compute?
+"""Does a model-guided search (TPE + ASHA) beat random search at the same compute?
 
     python benchmarks/search_efficiency.py [--reps 5] [--budget-trials 10] [--cell C] [--out DIR]
     python benchmarks/search_efficiency.py --smoke        # the plumbing, in minutes
 
 Three arms through the real sweep on a cell of ``search_spaces/search_bench.py`` (``--cell``, by
 default its first; each fixed before its first run with its budget and four hyperparameters):
-TPE with ASHA (the default), random search with
+TPE with ASHA, random search with (the sweep's default)
 the same ASHA, random search without early stopping. Each repetition gives every arm the same
 search seed (100 + rep), and every arm the same compute: ``--budget-trials`` times the plan's
 cost of one full trial, in summed trial CPU-seconds (one thread per trial, so a trial's wall

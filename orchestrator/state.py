@@ -45,7 +45,7 @@ class SweepState:
     # The seed a search trains and samples with, kept apart from the replicate seeds: a recipe
     # is chosen on one seed and confirmed on others.
     search_seed: int = 1000
-    sampler: str = "tpe"  # the search's Optuna sampler (search_spaces.space.SAMPLERS)
+    sampler: str = "tpe"  # Optuna sampler (space.SAMPLERS); tpe: what states without it ran
     scheduler: str = "asha"  # its early stopping: asha | none
     grace_fraction: float = 0.25  # ASHA: the fraction of its reports a trial runs at least
     reduction_factor: int = 2  # ASHA: a rung keeps 1 / reduction_factor of its trials

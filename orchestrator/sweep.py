@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"seeds (default {SweepState.search_seed})")
     p.add_argument("--num-samples", type=int, help="Optuna trials per cell (spaces with a search)")
     p.add_argument("--sampler", help=f"the search's Optuna sampler: {', '.join(SAMPLERS)} "
-                                     "(default: the space's, tpe)")
+                                     "(default: the space's, random)")
     p.add_argument("--scheduler", help=f"the search's early stopping: {', '.join(SCHEDULERS)} "
                                        "(default: the space's, asha)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default 2)")

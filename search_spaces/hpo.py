@@ -9,7 +9,8 @@ over the seeds. One cell, or the unsupervised recipe:
     python -m orchestrator.sweep --space hpo --num-samples 24 --seeds 3 --cells r3
     python -m orchestrator.sweep --space hpo --num-samples 24 --set supervision=unsupervised
     python -m orchestrator.sweep --space hpo --dry-run
-    python -m orchestrator.sweep --space hpo --sampler random --scheduler none   # the baseline
+    python -m orchestrator.sweep --space hpo --scheduler none   # plain random search, the baseline
+    python -m orchestrator.sweep --space hpo --sampler tpe      # TPE instead of random sampling
 """
 
 from __future__ import annotations

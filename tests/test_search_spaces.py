@@ -256,7 +256,7 @@ def test_sampler_and_scheduler_are_each_one_line_of_a_space():
     from orchestrator.search import make_sampler
 
     space = hpo.space()
-    assert (space.sampler, space.scheduler) == ("tpe", "asha")  # the defaults
+    assert (space.sampler, space.scheduler) == ("random", "asha")  # the defaults
     assert set(SAMPLERS) == {"tpe", "random", "gp"} and set(SCHEDULERS) == {"asha", "none"}
     kinds = {name: type(make_sampler(name, 0, dims=4)).__name__ for name in SAMPLERS}
     assert kinds == {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler"}
