@@ -5,9 +5,9 @@
 
 Three arms through the real sweep on a cell of ``search_spaces/search_bench.py`` (``--cell``, by
 default its first; each fixed before its first run with its budget and four hyperparameters):
-TPE with ASHA, random search with (the sweep's default)
-the same ASHA, random search without early stopping. Each repetition gives every arm the same
-search seed (100 + rep), and every arm the same compute: ``--budget-trials`` times the plan's
+TPE with ASHA, random search with the same ASHA (the sweep's default), random search without
+early stopping. Each repetition gives every arm the same search seed (100 + rep), and every arm
+the same compute: ``--budget-trials`` times the plan's
 cost of one full trial, in summed trial CPU-seconds (one thread per trial, so a trial's wall
 time). Every arm is given more samples than fit and its sweep is stopped once its trials have
 spent the budget; trials that end past it do not count. A trial's value is its final validation

@@ -262,6 +262,14 @@ def test_sampler_and_scheduler_are_each_one_line_of_a_space():
     assert kinds == {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler"}
 
 
+def test_the_parent_run_names_a_model_based_samplers_random_start():
+    from orchestrator.search import sampler_label
+
+    assert sampler_label("tpe", dims=4) == "tpe, its first 5 trials random"
+    assert sampler_label("gp", dims=2) == "gp, its first 3 trials random"
+    assert sampler_label("random", dims=4) == "random"
+
+
 @pytest.mark.parametrize("name", ["tpe", "gp"])
 def test_a_model_based_sampler_draws_one_more_random_trial_than_it_searches_then_its_model(name):
     import optuna
